@@ -1,0 +1,68 @@
+// XLA:CPU handlers exposing the shared RNG (rng.h), so the tests can pin it to the JAX half
+// (rpujax/_rng.py). See rng_ffi.h for the operands.
+#include "registry.h"
+#include "rng_ffi.h"
+
+namespace ffi = xla::ffi;
+using rpujax::rng_ffi::Layout;
+
+namespace {
+
+ffi::Error ThreefryImpl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::U32> c0, ffi::Buffer<ffi::U32> c1,
+                        ffi::ResultBuffer<ffi::U32> y0, ffi::ResultBuffer<ffi::U32> y1) {
+  Layout l;
+  if (auto err = rpujax::rng_ffi::check_layout(key, c0, c1, &l); err.failure()) return err;
+  const uint32_t* k = key.typed_data();
+  const uint32_t* a = c0.typed_data();
+  const uint32_t* b = c1.typed_data();
+  uint32_t* o0 = y0->typed_data();
+  uint32_t* o1 = y1->typed_data();
+  for (int64_t e0 = 0, kb = 0; e0 < l.n; e0 += l.per_key, kb += 2) {
+    const uint32_t k0 = k[kb], k1 = k[kb + 1];
+    for (int64_t e = e0; e < e0 + l.per_key; ++e) {
+      const auto w = rpujax::rng::threefry2x32(k0, k1, a[e], b[e]);
+      o0[e] = w.y0;
+      o1[e] = w.y1;
+    }
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error NormalsImpl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::U32> c0, ffi::Buffer<ffi::U32> c1,
+                       ffi::ResultBuffer<ffi::F32> z) {
+  Layout l;
+  if (auto err = rpujax::rng_ffi::check_layout(key, c0, c1, &l); err.failure()) return err;
+  const uint32_t* k = key.typed_data();
+  const uint32_t* a = c0.typed_data();
+  const uint32_t* b = c1.typed_data();
+  float* out = z->typed_data();
+  for (int64_t e0 = 0, kb = 0; e0 < l.n; e0 += l.per_key, kb += 2) {
+    const uint32_t k0 = k[kb], k1 = k[kb + 1];
+    for (int64_t e = e0; e < e0 + l.per_key; ++e) {
+      const auto w = rpujax::rng::threefry2x32(k0, k1, a[e], b[e]);
+      out[e] = rpujax::rng::box_muller(w.y0, w.y1);
+    }
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxThreefryCpu, ThreefryImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  .Ret<ffi::Buffer<ffi::U32>>()  // y0
+                                  .Ret<ffi::Buffer<ffi::U32>>()  // y1
+);
+RPUJAX_FFI_REGISTER("rpujax_threefry", RpujaxThreefryCpu);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxBoxMullerNormalsCpu, NormalsImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // z
+);
+RPUJAX_FFI_REGISTER("rpujax_box_muller_normals", RpujaxBoxMullerNormalsCpu);
