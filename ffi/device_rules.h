@@ -320,14 +320,54 @@ RPUJAX_RULE typename Ln::F pow_nonneg(typename Ln::F x, typename Ln::F y) {
   return (y == 0.0f) & (x == x) ? one : r;
 }
 
-// The Box-Muller normal of rng.h (same definition) with the functions above, from the top 24 bits
-// of the two words: u1 = (top24(y0) + 1) 2^-24 in (0, 1], u2 = top24(y1) 2^-24 in [0, 1).
+// log(u) for u in [2^-24, 1], the Box-Muller range: log() without the special cases.
+template <class Ln>
+RPUJAX_RULE typename Ln::F log_unit(typename Ln::F x) {
+  using F = typename Ln::F;
+  using I = typename Ln::I;
+  const I ix = Ln::as_int(x);
+  const I e = (ix - 0x3f3504f3) >> 23;
+  const F f = Ln::as_float(ix - (e << 23)) - 1.0f;
+  F p = Ln::fma(Ln::splat(-0.07634225739520353f), f, Ln::splat(0.12761468263488057f));
+  p = Ln::fma(p, f, Ln::splat(-0.1316023371466157f));
+  p = Ln::fma(p, f, Ln::splat(0.14201776209516973f));
+  p = Ln::fma(p, f, Ln::splat(-0.16623353848616676f));
+  p = Ln::fma(p, f, Ln::splat(0.200012260246367f));
+  p = Ln::fma(p, f, Ln::splat(-0.2500082112264116f));
+  p = Ln::fma(p, f, Ln::splat(0.33333331715850556f));
+  const F f2 = f * f;
+  const F ef = Ln::to_f(e);
+  F r = Ln::fma(f2 * f, p, ef * 3.194618329871446e-05f);
+  r = Ln::fma(f2, Ln::splat(-0.5f), r);
+  r = r + f;
+  return Ln::fma(ef, Ln::splat(0.693115234375f), r);
+}
+
+// The two halves of the Box-Muller transform of rng.h (same definition, the functions above), from
+// the top 24 bits of the two words: -2 ln u1 with u1 = (top24(y0) + 1) 2^-24 in (0, 1], and
+// cos(2pi u2) with u2 = top24(y1) 2^-24 in [0, 1). normal = sqrt(radius2) * angle.
+template <class Ln>
+RPUJAX_RULE typename Ln::F bm_radius2(typename Ln::I y0_top24_plus1) {
+  return -2.0f * log_unit<Ln>(Ln::to_f(y0_top24_plus1) * rng::kTwoNeg24);
+}
+template <class Ln>
+RPUJAX_RULE typename Ln::F bm_angle(typename Ln::I y1_top24) {
+  return cos_small<Ln>(rng::kTwoPi * (Ln::to_f(y1_top24) * rng::kTwoNeg24));
+}
+
+// The Box-Muller normal.
 template <class Ln>
 RPUJAX_RULE typename Ln::F normal(typename Ln::I y0_top24_plus1, typename Ln::I y1_top24) {
-  using F = typename Ln::F;
-  const F u1 = Ln::to_f(y0_top24_plus1) * rng::kTwoNeg24;
-  const F u2 = Ln::to_f(y1_top24) * rng::kTwoNeg24;
-  return Ln::sqrt(-2.0f * log<Ln>(u1)) * cos_small<Ln>(rng::kTwoPi * u2);
+  return Ln::sqrt(bm_radius2<Ln>(y0_top24_plus1)) * bm_angle<Ln>(y1_top24);
+}
+
+// sqrt(n) * normal with one square root: sqrt(n (-2 ln u1)) cos(2pi u2). Equal to
+// sqrt(n) * normal(...) up to float rounding (about 1 ulp); the square root is the most expensive
+// instruction of the CPU kernel's summed form.
+template <class Ln>
+RPUJAX_RULE typename Ln::F sqrt_n_normal(typename Ln::F nf, typename Ln::I y0_top24_plus1,
+                                         typename Ln::I y1_top24) {
+  return Ln::sqrt(nf * bm_radius2<Ln>(y0_top24_plus1)) * bm_angle<Ln>(y1_top24);
 }
 
 }  // namespace fm
@@ -491,11 +531,13 @@ struct Rule<kPiecewiseStep> {
 // n same-direction pulses as w -/+ (n s + s sigma sqrt(n) xi) where no pulse of the per-pulse process
 // could have been clipped (`ok`); elsewhere the caller applies the n pulses one by one. Mirrors
 // rpujax.devices.constant_step.summed.
+//
+// `sqrt_n_xi` is sqrt(n) * SUM_NORMAL (fm::sqrt_n_normal; 0 where sigma == 0).
 template <class Ln, class F = typename Ln::F, class M = typename Ln::M>
-RPUJAX_RULE F constant_step_summed(const Consts& k, F w, const F* p, M down, F nf, F xi, M* ok) {
+RPUJAX_RULE F constant_step_summed(const Consts& k, F w, const F* p, M down, F nf, F sqrt_n_xi, M* ok) {
   const F b_max = p[0], b_min = p[1], s_up = p[2], s_down = p[3];
   const F s = down ? s_down : s_up;
-  const F delta = nf * s + s * k.sigma * Ln::sqrt(nf) * xi;
+  const F delta = nf * s + s * k.sigma * sqrt_n_xi;
   const F w_new = down ? w - delta : w + delta;
   const F reach = nf * Ln::abs(s) * k.guard_factor;
   *ok = (w - reach >= b_min) & (w + reach <= b_max);

@@ -161,6 +161,15 @@ RPUJAX_INLINE bool any_lane(vi m) { return lane_bits(m) != 0; }
 
 RPUJAX_INLINE vu iota_u() { return vu{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
 
+// w[j[l]] = v[l] for the first nl lanes (the other lanes may repeat an index).
+RPUJAX_INLINE void scatter_live(float* w, vi j, vf v, int nl) {
+#if defined(__AVX512F__)
+  _mm512_mask_i32scatter_ps(w, static_cast<__mmask16>((1u << nl) - 1u), (__m512i)j, (__m512)v, 4);
+#else
+  for (int l = 0; l < nl; ++l) w[j[l]] = v[l];
+#endif
+}
+
 struct Words16 {
   vu y0, y1;
 };
@@ -221,8 +230,8 @@ struct Scratch {
 
   explicit Scratch(const Call& c)
       : cnt(static_cast<size_t>(c.X + L), 0),
-        cand(static_cast<size_t>(c.X)),
-        list(static_cast<size_t>(c.X)),
+        cand(static_cast<size_t>(c.X + L)),
+        list(static_cast<size_t>(c.X + L)),
         hist(static_cast<size_t>(c.bl_max) + 2),
         dbits(static_cast<size_t>(c.B * std::max(c.nw, 1))) {}
 };
@@ -269,20 +278,42 @@ RPUJAX_INLINE void make_dbits(float pd_abs, int64_t i, int bl, int nw, uint32_t 
 // Signed counts of row i, sample b into cnt[0..X) (+n: n down pulses, -n: n up pulses); cnt[X..X+L)
 // stays 0. Down where sign(px_j) == sign(pd_i). Return whether any count is non-zero.
 
+RPUJAX_INLINE vu popcount16(vu v) {
+#if defined(__AVX512VPOPCNTDQ__)
+  return (vu)_mm512_popcnt_epi32((__m512i)v);
+#else
+  v = v - ((v >> 1) & 0x55555555u);
+  v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+  v = (v + (v >> 4)) & 0x0f0f0f0fu;
+  return (v * 0x01010101u) >> 24;
+#endif
+}
+
 RPUJAX_NOINLINE bool counts_stochastic(const uint32_t* xb, const uint32_t* db, int nw, int64_t X, const float* px,
                                        float pd_i, int32_t* cnt) {
-  bool any_d = false;
-  for (int wd = 0; wd < nw; ++wd) any_d |= db[wd] != 0;
-  if (!any_d) return false;
+  uint32_t any_d = 0;
+  for (int wd = 0; wd < nw; ++wd) any_d |= db[wd];
+  if (any_d == 0) return false;
   const bool neg_d = pd_i < 0.0f;
-  int32_t any = 0;
-  for (int64_t j = 0; j < X; ++j) {
+  const vi negd = vi{} - static_cast<int32_t>(neg_d);
+  vu any = vu{};
+  int64_t j0 = 0;
+  for (; j0 + L <= X; j0 += L) {
+    vu n = popcount16(loadu(xb + j0) & db[0]);
+    for (int wd = 1; wd < nw; ++wd) n += popcount16(loadu(xb + wd * X + j0) & db[wd]);
+    const vi neg = loadf(px + j0) < 0.0f;
+    storei(cnt + j0, neg != negd ? -(vi)n : (vi)n);
+    any |= n;
+  }
+  uint32_t any_s = 0;
+  for (int l = 0; l < L; ++l) any_s |= any[l];
+  for (int64_t j = j0; j < X; ++j) {
     int32_t n = 0;
     for (int wd = 0; wd < nw; ++wd) n += __builtin_popcount(xb[wd * X + j] & db[wd]);
     cnt[j] = ((px[j] < 0.0f) != neg_d) ? -n : n;
-    any |= n;
+    any_s |= static_cast<uint32_t>(n);
   }
-  return any != 0;
+  return any_s != 0;
 }
 
 // MEAN_COUNT: c = rint((cd_i / BL) cx_j)  (jax_backend._counts, mode 1).
@@ -343,32 +374,24 @@ RPUJAX_NOINLINE void pulse_groups(const Consts& k, float* w, const float* const*
   constexpr int P = rules::num_params(KIND);
   for (int64_t g = 0; g < m; g += L) {
     const int nl = static_cast<int>(std::min<int64_t>(L, m - g));
-    int32_t jl[L], nt[L], ct[L];
-    float wt[L], pt[P][L];
-    int32_t tmax = 0;
-    for (int l = 0; l < L; ++l) {
-      const int32_t j = list[g + (l < nl ? l : nl - 1)];
-      const int32_t c = l < nl ? cnt[j] : 0;
-      jl[l] = j;
-      ct[l] = c;
-      nt[l] = c < 0 ? -c : c;
-      tmax = std::max(tmax, nt[l]);
-      wt[l] = w[j];
-      for (int q = 0; q < P; ++q) pt[q][l] = prm[q][j];
-    }
-    const vi n = loadi(nt);
-    const vi down = loadi(ct) > 0;
-    const vu c1 = (vu)loadi(jl) + c1_base;
+    // list has L entries of slack past m (copies of a valid index); those lanes get n = 0
+    const vi j = loadi(list + g);
+    const vi live = (vi)iota_u() < nl;
+    const vi c = VecLanes::as_int(VecLanes::gather(reinterpret_cast<const float*>(cnt), j));
+    const vi n = live ? (c < 0 ? -c : c) : vi{};
+    const vi down = c > 0;
+    const vu c1 = (vu)j + c1_base;
     vf p[P];
-    for (int q = 0; q < P; ++q) p[q] = loadf(pt[q]);
-    vf wv = loadf(wt);
+    for (int q = 0; q < P; ++q) p[q] = VecLanes::gather(prm[q], j);
+    vf wv = VecLanes::gather(w, j);
+    int32_t tmax = 0;
+    for (int l = 0; l < L; ++l) tmax = std::max(tmax, n[l]);
     for (int32_t t = 0; t < tmax; ++t) {
       const vf xi = NORMAL ? normals16(s0, s1, rng::kPulseNormal, static_cast<uint32_t>(t), c1) : vf{};
       const vf v = rules::Rule<KIND>::template pulse<VecLanes>(k, wv, p, down, xi);
       wv = t < n ? v : wv;
     }
-    storef(wt, wv);
-    for (int l = 0; l < nl; ++l) w[jl[l]] = wt[l];
+    scatter_live(w, j, wv, nl);
   }
 }
 
@@ -376,11 +399,12 @@ template <int KIND>
 RPUJAX_INLINE void run_pulses(const Consts& k, float* w, const float* const* prm, const int32_t* cnt, Scratch& s,
                               int64_t m, int cap, uint32_t s0, uint32_t s1, uint32_t c1_base) {
   if (m == 0) return;
-  const int32_t* list = s.cand.data();
+  int32_t* list = s.cand.data();
   if (m > L) {
     sort_by_count(cnt, s.cand.data(), m, cap, s.hist.data(), s.list.data());
     list = s.list.data();
   }
+  for (int l = 0; l < L; ++l) list[m + l] = list[m - 1];  // the lanes past m of the last group
   if (k.needs_normal) {
     pulse_groups<KIND, true>(k, w, prm, cnt, list, m, s0, s1, c1_base);
   } else {
@@ -398,12 +422,17 @@ RPUJAX_INLINE uint32_t summed_chunk(const Consts& k, float* w, const float* cons
   const vi c = loadi(cnt);
   const vi n = c < 0 ? -c : c;
   const vi down = c > 0;
-  const vf xi = NORMAL ? normals16(s0, s1, rng::kSumNormal, 0u, iota_u() + (c1_base + static_cast<uint32_t>(j0)))
-                       : vf{};
+  const vf nf = VecLanes::to_f(n);
+  vf sqrt_n_xi = vf{};
+  if (NORMAL) {
+    const Words16 y = threefry16(s0, s1, vu{} + rng::stream_c0(rng::kSumNormal, 0u),
+                                 iota_u() + (c1_base + static_cast<uint32_t>(j0)));
+    sqrt_n_xi = rules::fm::sqrt_n_normal<VecLanes>(nf, (vi)((y.y0 >> 8) + 1u), (vi)(y.y1 >> 8));
+  }
   const vf p[4] = {loadf(prm[0]), loadf(prm[1]), loadf(prm[2]), loadf(prm[3])};
   const vf wv = loadf(w);
   vi ok;
-  const vf ws = rules::constant_step_summed<VecLanes>(k, wv, p, down, VecLanes::to_f(n), xi, &ok);
+  const vf ws = rules::constant_step_summed<VecLanes>(k, wv, p, down, nf, sqrt_n_xi, &ok);
   const vi active = n > 0;
   storef(w, (active & ok) != 0 ? ws : wv);
   return lane_bits(active & ~ok);

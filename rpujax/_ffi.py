@@ -47,7 +47,7 @@ __all__ = [
 # jaxlib versions (major, minor) this release supports: [low, high).
 SUPPORTED_JAXLIB = ((0, 9), (0, 11))
 
-# module, jax platform for jax.devices(), platform name for register_ffi_target, required
+# (module, jax platform name, register_ffi_target platform name, whether its absence is a problem)
 _MODULES = (
     ("rpujax._ffi_cpu", "cpu", "cpu", True),
     ("rpujax._ffi_cuda", "cuda", "CUDA", False),
@@ -117,19 +117,17 @@ def _version_problem(
 def _has_backend(platform: str) -> bool:
     try:
         return len(jax.devices(platform)) > 0
-    except RuntimeError:
+    except Exception:  # noqa: BLE001 - unknown or failing backend: nothing to register for
         return False
 
 
-def _register_module(mod, jax_platform: str, ffi_platform: str) -> str | None:
-    """Register all handlers of ``mod``; returns the reason on failure, None on success."""
+def _register_module(mod, ffi_platform: str) -> str | None:
+    """Register all handlers of ``mod`` (backend initialised); returns the reason on failure, or None."""
     try:
         version = tuple(mod.ffi_api_version())
         problem = _version_problem(version, runtime_ffi_api_version(), _jaxlib_version())
         if problem is not None:
             return f"{mod.__name__}: {problem}"
-        # Initialise the backend first so that XLA validates each handler right here (see above).
-        jax.devices(jax_platform)
         for name, capsule in mod.registrations().items():
             if (name, ffi_platform) not in _registered:
                 jax.ffi.register_ffi_target(name, capsule, platform=ffi_platform)
@@ -151,9 +149,11 @@ def _register_all() -> _Status:
             if required or not (isinstance(e, ModuleNotFoundError) and e.name == module_name):
                 problems.append(f"{module_name} cannot be imported ({e})")
             continue  # an optional module that was not built is no problem
-        if not required and not _has_backend(jax_platform):
-            continue  # nothing to run CUDA handlers on
-        problem = _register_module(mod, jax_platform, ffi_platform)
+        # Initialising the backend before registering makes XLA validate each handler right away
+        # (see above). A platform without a backend (no GPU, JAX_PLATFORMS) needs no handlers.
+        if not _has_backend(jax_platform):
+            continue
+        problem = _register_module(mod, ffi_platform)
         if problem is None:
             platforms.add(jax_platform)
         else:

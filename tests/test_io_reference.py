@@ -55,9 +55,9 @@ N_TABLE = 32768
 EPS32 = float(np.finfo(np.float32).eps)
 U32 = EPS32 / 2
 R_JIT = 3000  # as many repeats as the reference
-R_EAGER = 500  # un-jitted runs are dispatch-bound; fewer repeats, tolerances follow R
+R_EAGER = 250  # un-jitted (jax.disable_jit) runs op by op; fewer repeats, tolerances follow R
 CHUNK = 250
-G_SIZE = 50  # repeats per group for batch-means standard errors
+N_GROUPS_MIN = 10  # at least this many groups of repeats for batch-means standard errors
 R_REF = 3000
 
 VARIANT_INPUTS = {
@@ -113,13 +113,17 @@ def _setup(name: str):
     return variant, w, x, is_backward, ideal
 
 
-@jax.jit
-def _group_moments(y: jax.Array, ideal32: jax.Array):
-    """Per group of G_SIZE repeats: mean, and central 2nd and 4th moment sums of err = y − ideal.
+def _group_size(r: int) -> int:
+    return min(50, r // N_GROUPS_MIN)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _group_moments(y: jax.Array, ideal32: jax.Array, g_size: int):
+    """Per group of g_size repeats: mean, and central 2nd and 4th moment sums of err = y − ideal.
 
     Float32, two-pass within each group (no cancellation); groups are combined in float64 below.
     """
-    e = (y - ideal32).reshape((-1, G_SIZE) + y.shape[1:])
+    e = (y - ideal32).reshape((-1, g_size) + y.shape[1:])
     m = e.mean(axis=1)
     c = e - m[:, None]
     c2 = c * c
@@ -127,7 +131,7 @@ def _group_moments(y: jax.Array, ideal32: jax.Array):
 
 
 class Stats:
-    """Per-element statistics of our error over R repeats, overall and per group of G_SIZE repeats.
+    """Per-element statistics of our error over R repeats, overall and per group of repeats.
 
     The groups give standard errors of aggregated statistics by the batch-means method: elements of
     one sample share that sample's noise-management and bound-management decisions, so they are not
@@ -135,6 +139,8 @@ class Stats:
     """
 
     def __init__(self, chunks, r: int):
+        g = _group_size(r)
+        self.g_size = g
         g_mean, g_m2, g_m4 = [], [], []
         for m, m2, m4 in chunks:
             g_mean.append(np.asarray(m, np.float64))
@@ -146,14 +152,14 @@ class Stats:
         self.r = r
         self.mean = g_mean.mean(axis=0)
         # Exact combination of the groups' centred sums of squares (equal group sizes).
-        m2 = g_m2.sum(axis=0) + G_SIZE * np.sum((g_mean - self.mean) ** 2, axis=0)
+        m2 = g_m2.sum(axis=0) + g * np.sum((g_mean - self.mean) ** 2, axis=0)
         self.std = np.sqrt(m2 / (r - 1))
         # Kurtosis about the group means (only scales the SE of a std; a slight bias is harmless).
         var_g = g_m2.sum(axis=0) / r
         kurt = np.divide(g_m4.sum(axis=0) / r, var_g**2, out=np.full_like(var_g, 3.0), where=var_g > 1e-20)
         self.kurt = np.clip(kurt, 1.0, None)
         self.g_mean = g_mean
-        self.g_std = np.sqrt(g_m2 / (G_SIZE - 1))
+        self.g_std = np.sqrt(g_m2 / (g - 1))
 
     def se_mean(self, r: int) -> np.ndarray:
         """SE of one element's mean over r repeats: σ / sqrt(r)."""
@@ -166,13 +172,14 @@ class Stats:
     def value_and_se(self, fn, r_other: int):
         """fn(mean, std, n_repeats) on all repeats, and its SE at R (ours) and at r_other repeats."""
         value = np.asarray(fn(self.mean, self.std, self.r), float)
-        groups = np.stack([np.asarray(fn(m, s, G_SIZE), float) for m, s in zip(self.g_mean, self.g_std)])
+        g = self.g_size
+        groups = np.stack([np.asarray(fn(m, s, g), float) for m, s in zip(self.g_mean, self.g_std)])
         sd = groups.std(axis=0, ddof=1)
-        return value, sd * math.sqrt(G_SIZE / self.r), sd * math.sqrt(G_SIZE / r_other)
+        return value, sd * math.sqrt(g / self.r), sd * math.sqrt(g / r_other)
 
 
 def _run(state: TileState, inp: np.ndarray, is_backward: bool, r: int, jit: bool, key, ideal) -> Stats:
-    """R repeats with independent keys; the MVM itself runs jitted or op by op (un-jitted)."""
+    """R repeats with independent keys; the MVM runs jitted or op by op under ``jax.disable_jit``."""
     x = jnp.asarray(inp)
     ideal32 = jnp.asarray(ideal, jnp.float32)
 
@@ -183,10 +190,16 @@ def _run(state: TileState, inp: np.ndarray, is_backward: bool, r: int, jit: bool
     if jit:
         fn = jax.jit(fn)
 
+    def call(keys):
+        if jit:
+            return fn(keys)
+        with jax.disable_jit():
+            return fn(keys)
+
     def chunks():
         for c in range(r // CHUNK):
             keys = jax.random.split(jax.random.fold_in(key, c), CHUNK)
-            yield _group_moments(fn(keys), ideal32)
+            yield _group_moments(call(keys), ideal32, _group_size(r))
 
     return Stats(chunks(), r)
 
@@ -359,7 +372,7 @@ def test_case_f_under_vmap_over_three_tiles() -> None:
         keys = jax.random.split(jax.random.fold_in(jax.random.key(99), c), 3 * CHUNK).reshape(3, CHUNK)
         y = fn(states, keys)
         for t in range(3):
-            per_tile[t].append(_group_moments(y[t], ideal32))
+            per_tile[t].append(_group_moments(y[t], ideal32, _group_size(r)))
     stats = [Stats(iter(chunks), r) for chunks in per_tile]
     for t in range(3):
         _check_variant(name, stats[t], variant, w, x, ideal, cfg.forward, False)

@@ -88,6 +88,19 @@ def evaluate_over_time(
     if key is None:
         key = jax.random.key(0)
 
+    values = _evaluate(model, jax.random.split(key, n_seeds), metric_fn, times)
+    mean = jax.tree.map(lambda v: jnp.mean(v, axis=0), values)
+    std = jax.tree.map(lambda v: jnp.std(v, axis=0), values)
+    if return_values:
+        return mean, std, values
+    return mean, std
+
+
+@jax.jit(static_argnums=(2, 3))
+def _evaluate(model: Any, seed_keys: Array, metric_fn: Callable[[Any, Array], Any], times: tuple[float, ...]) -> Any:
+    """Per-seed, per-time metric values ``(n_seeds, n_times, ...)``; jitted once per model
+    structure, metric function and time list."""
+
     def one_seed(seed_key: Array) -> Any:
         k_prog, k_times = jax.random.split(seed_key)
         programmed = _map_inference_tiles(lambda s, k: program_weights(s, k), model, k_prog)
@@ -98,9 +111,4 @@ def evaluate_over_time(
             results.append(metric_fn(drifted, k_eval))
         return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
 
-    values = jax.jit(jax.vmap(one_seed))(jax.random.split(key, n_seeds))
-    mean = jax.tree.map(lambda v: jnp.mean(v, axis=0), values)
-    std = jax.tree.map(lambda v: jnp.std(v, axis=0), values)
-    if return_values:
-        return mean, std, values
-    return mean, std
+    return jax.vmap(one_seed)(seed_keys)

@@ -40,6 +40,7 @@ from rpujax.configs.inference import (
     GlobalDriftCompensationWithExactReference,
     InferenceRPUConfig,
     PerColumnDriftCompensation,
+    ReRamWan2022NoiseModel,
     TorchInferenceRPUConfig,
     WeightRemapType,
 )
@@ -216,8 +217,13 @@ def forward_with_state(
     Returns:
       ``(y, new_state)`` with ``y`` of shape ``(..., out_size)``.
     """
-    cfg = _config(state, "forward")
-    state = init_inference_aux(state)
+    _config(state, "forward")
+    return _forward_jit(init_inference_aux(state), x, key, is_test=bool(is_test))
+
+
+@jax.jit(static_argnames=("is_test",))
+def _forward_jit(state: TileState, x: Array, key: Array, *, is_test: bool) -> tuple[Array, TileState]:
+    cfg = state.rpu_config
     w = state.weights
     scale = _output_scale(state, cfg, is_test)
     if "mapping_scales" in state.aux:
@@ -279,8 +285,13 @@ def post_update_step(state: TileState, key: Array) -> TileState:
     Returns:
       The new state.
     """
-    cfg = _config(state, "post_update_step")
-    state = init_inference_aux(state)
+    _config(state, "post_update_step")
+    return _post_update_step_jit(init_inference_aux(state), key)
+
+
+@jax.jit
+def _post_update_step_jit(state: TileState, key: Array) -> TileState:
+    cfg = state.rpu_config
     torch = _is_torch(cfg)
     w = state.weights
     aux = dict(state.aux)
@@ -308,6 +319,12 @@ def drift_compensation_readout(state: TileState, key: Array) -> Array:
     (per column, shape ``(D,)``).
     """
     cfg = _config(state, "drift_compensation_readout")
+    return _readout_jit(state, key)
+
+
+@jax.jit
+def _readout_jit(state: TileState, key: Array) -> Array:
+    cfg = state.rpu_config
     raw = state.replace(weights=_eval_weights(state, cfg, True), bias=False)
     eye = jnp.eye(state.x_size, dtype=state.weights.dtype)
     r = mvm.forward(raw, eye, key, is_test=True)
@@ -346,7 +363,12 @@ def program_weights(
     if noise_model is not None:
         cfg = dataclasses.replace(cfg, noise_model=noise_model)
         state = state.replace(rpu_config=cfg)
-    state = init_inference_aux(state)
+    return _program_jit(init_inference_aux(state), key, from_reference=bool(from_reference))
+
+
+@jax.jit(static_argnames=("from_reference",))
+def _program_jit(state: TileState, key: Array, *, from_reference: bool) -> TileState:
+    cfg = state.rpu_config
     k_prog, k_read = jax.random.split(key)
     aux = dict(state.aux)
     reference = aux["reference_weights"] if from_reference and "reference_weights" in aux else state.weights
@@ -357,7 +379,7 @@ def program_weights(
         if isinstance(cfg.drift_compensation, GlobalDriftCompensationWithExactReference):
             baseline = _reduce_readout(cfg, reference.T)
         else:
-            baseline = drift_compensation_readout(state, k_read)
+            baseline = _readout_jit(state, k_read)
         aux["drift_baseline"] = baseline
         state = state.replace(aux=aux)
     return state
@@ -388,12 +410,30 @@ def drift_weights(state: TileState, t_inference: Any, key: Array) -> TileState:
         )
     t_inf = check_inference_time(t_inference)
     state = init_inference_aux(state)
+    if isinstance(cfg.noise_model, ReRamWan2022NoiseModel):
+        # its coefficients are looked up by time, so the time must be static
+        if not isinstance(t_inf, float):
+            raise ValueError("drift_weights: ReRamWan2022NoiseModel needs a concrete t_inference (one of its times)")
+        return _drift_static_t(state, key, t_inf)
+    return _drift_jit(state, jnp.asarray(t_inf, state.weights.dtype), key)
+
+
+def _drift(state: TileState, t_inf: Any, key: Array) -> TileState:
+    cfg = state.rpu_config
     k_drift, k_read = jax.random.split(key)
     aux = dict(state.aux)
     drifted = apply_drift_noise(cfg.noise_model, aux["programmed_weights"], aux["drift_params"], t_inf, k_drift)
     state = state.replace(weights=drifted)
     if cfg.drift_compensation is not None:
-        current = drift_compensation_readout(state, k_read)
+        current = _readout_jit(state, k_read)
         aux["alpha"] = (aux["drift_baseline"] / current).astype(state.weights.dtype)
         state = state.replace(aux=aux)
     return state
+
+
+_drift_jit = jax.jit(_drift)
+
+
+@jax.jit(static_argnums=(2,))
+def _drift_static_t(state: TileState, key: Array, t_inf: float) -> TileState:
+    return _drift(state, t_inf, key)

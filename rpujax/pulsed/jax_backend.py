@@ -218,7 +218,7 @@ def _constant_step(
     w_new = jnp.where(active, w_sum, w)
 
     size = w.size
-    cap = min(size, max(256, size // 16))
+    cap = min(size, max(256, size // 16))  # static size of the compacted fallback buffer
     m = jnp.sum(fallback, dtype=jnp.int32)
 
     def compact(w_new):
@@ -239,6 +239,8 @@ def _constant_step(
         w_pp = _per_pulse(CONSTANT_STEP, scalars, w, params, down, jnp.where(fallback, n, 0), s0, s1, idx)
         return jnp.where(fallback, w_pp, w_new)
 
+    if cap >= size:  # small arrays: compaction would not save anything
+        return jax.lax.cond(m > 0, full, lambda w_new: w_new, w_new)
     branch = jnp.where(m == 0, 0, jnp.where(m <= cap, 1, 2))
     return jax.lax.switch(branch, (lambda w_new: w_new, compact, full), w_new)
 

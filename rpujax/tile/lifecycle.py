@@ -46,6 +46,21 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
+def _normal(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """Standard normals; the MVM's generator (one Threefry hash per two words, inverse CDF),
+    2–5× faster on CPU than ``jax.random.normal`` and identical under jit / vmap."""
+    from rpujax.tile.mvm import _normal as mvm_normal
+
+    return mvm_normal(key, shape, dtype)
+
+
+def _uniform(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+    """Uniforms in [0, 1) (the MVM's generator, see :func:`_normal`)."""
+    from rpujax.tile.mvm import _uniform as mvm_uniform
+
+    return mvm_uniform(key, shape, dtype)
+
+
 def _device_config(state: TileState) -> Any:
     from rpujax.tile.core import effective_device
 
@@ -99,7 +114,7 @@ def _finish(state: TileState, new: Array, key: Array | None, what: str) -> TileS
         )
     device = dict(state.device)
     device["persistent_weights"] = new
-    noise = jax.random.normal(key, new.shape, new.dtype)
+    noise = _normal(key, new.shape, new.dtype)
     return state.replace(weights=new + _write_noise_scale(state) * noise, device=device)
 
 
@@ -179,13 +194,13 @@ def diffuse_weights(state: TileState, key: Array) -> TileState:
     w = _target(state)
     k_diff, k_wn = jax.random.split(key)
     if kind == "pulsed":
-        xi = jax.random.normal(k_diff, w.shape, w.dtype)
+        xi = _normal(k_diff, w.shape, w.dtype)
         new = _clip(state, w + state.device["diffusion_rates"] * xi)
         return _finish(state, new, k_wn, "diffuse_weights")
     diffusion = float(_device_config(state).diffusion)
     if diffusion <= 0.0:
         return state
-    return state.replace(weights=w + diffusion * jax.random.normal(k_diff, w.shape, w.dtype))
+    return state.replace(weights=w + diffusion * _normal(k_diff, w.shape, w.dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +299,7 @@ def drift_weights(state: TileState, delta_t: float | Array, key: Array) -> TileS
     nu = state.device["drift_nu"] if kind == "pulsed" else jnp.full_like(w, par.nu)
     nu_std = float(getattr(par, "nu_std", 0.0))
     if nu_std > 0.0:
-        nu = nu + nu_std * nu * jax.random.normal(k_nu, w.shape, dtype)
+        nu = nu + nu_std * nu * _normal(k_nu, w.shape, dtype)
     nu_k = float(getattr(par, "nu_k", 0.0))
     wg_ratio = float(getattr(par, "wg_ratio", 1.0))
     g_offset = float(getattr(par, "g_offset", 0.0))
@@ -295,14 +310,15 @@ def drift_weights(state: TileState, delta_t: float | Array, key: Array) -> TileS
     if abs(a) < par.reset_tol:
         a = 0.0
     elapsed = jnp.maximum(now - t, 1.0)
-    nu_scale = jnp.power(elapsed, -nu)
+    # elapsed >= 1 > 0, so Δ^−ν = exp(−ν·ln Δ); XLA's general pow is ~10× slower on CPU.
+    nu_scale = jnp.exp(-nu * jnp.log(elapsed))
     drifted = w0 * nu_scale
     if a != 0.0:
         drifted = drifted + a * (nu_scale - 1.0)
     new = jnp.where(changed, w, drifted)
     read_std = float(getattr(par, "w_noise_std", 0.0))
     if read_std > 0.0:
-        new = new + read_std * jax.random.normal(k_read, w.shape, dtype)
+        new = new + read_std * _normal(k_read, w.shape, dtype)
     prev = new
     if kind == "pulsed":
         new = _clip(state, new)
@@ -398,11 +414,11 @@ def reset_columns(
         chosen = jnp.broadcast_to(cols, w.shape)
     else:
         prob = jnp.asarray(reset_prob, dtype)
-        u = jax.random.uniform(k_sel, w.shape, dtype)
+        u = _uniform(k_sel, w.shape, dtype)
         chosen = cols & ((prob == 1.0) | (u < prob))
 
     reset_std = float(_device_config(state).reset_std)
-    xi = jax.random.normal(k_val, w.shape, dtype) if reset_std > 0.0 else jnp.zeros_like(w)
+    xi = _normal(k_val, w.shape, dtype) if reset_std > 0.0 else jnp.zeros_like(w)
     if kind == "pulsed":
         value = _clip(state, state.device["reset_bias"] + reset_std * xi)
         new = jnp.where(chosen, value, w)

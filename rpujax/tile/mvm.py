@@ -31,6 +31,7 @@ CPU as ``jax.random.normal`` under the partitionable layout; other key implement
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -413,6 +414,7 @@ def _check_2d(name: str, v: Array, width: int, what: str) -> None:
         raise ValueError(f"{name} has shape {tuple(v.shape)}, expected (batch, {width}) ({what})")
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def analog_forward(
     io: IOParameters,
     weights: Array,
@@ -462,10 +464,10 @@ def analog_forward(
     def run(scale: Array, k: int | Array) -> tuple[Array, Array]:
         return _analog_mv(io, weights, params, x, scale, jax.random.fold_in(key, k), False, bm_on)
 
-    scale = nm_factor(nu)
-    y, passed = run(scale, 0)
-
-    if bm_on:
+    if not bm_on:
+        scale = nm_factor(nu)
+        y, _ = run(scale, 0)
+    else:
         inp_res = np.float32(io.inp_res_eff)
         res_limit = np.float32(io.max_bm_res) / inp_res if inp_res > 0 else np.float32(np.inf)
 
@@ -477,9 +479,10 @@ def analog_forward(
             and io.noise_management is not NoiseManagementType.ABS_MAX_NP_SUM
         )
         npsum = _npsum_scale(io, x) if worst else None
-        r0 = jnp.ones_like(nu)
-        done0 = zero | passed | at_limit(r0)
 
+        # One loop for all rounds (a single copy of the pass in the program): every sample that
+        # has not passed runs the next round with the whole batch; in the common case the loop
+        # body runs once. Round k draws its noise from fold_in(key, k).
         def cond(carry):
             return ~jnp.all(carry[-1])
 
@@ -487,7 +490,7 @@ def analog_forward(
             it, r, nu_c, scale_c, y_c, done = carry
             it = it + 1
             active = ~done
-            r_new = 2.0 * r
+            r_new = 2.0 * r  # r starts at 1/2, as the CPU tile's reduction factor
             nu_new = nu_c
             if worst:
                 # The second round switches to the worst-case NM scale and restarts at r = 1.
@@ -503,7 +506,15 @@ def analog_forward(
             done = done | p_k | at_limit(r_new)
             return it, r, nu_c, scale_c, y_c, done
 
-        carry = (jnp.asarray(0, jnp.int32), r0, nu, scale, y, done0)
+        batch, d_out = x.shape[0], weights.shape[0]
+        carry = (
+            jnp.asarray(-1, jnp.int32),
+            jnp.full_like(nu, 0.5),
+            nu,
+            jnp.ones_like(nu),
+            jnp.zeros((batch, d_out), x.dtype),
+            zero,
+        )
         carry = jax.lax.while_loop(cond, body, carry)
         scale, y = carry[3], carry[4]
 
@@ -512,6 +523,7 @@ def analog_forward(
     return y, nm_new
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def analog_backward(
     io: IOParameters,
     weights: Array,

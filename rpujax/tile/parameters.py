@@ -140,6 +140,18 @@ def _set_fb(state: TileState, direction: str, dic: Mapping[str, Any] | None, kwa
     for name, value in dic.items():
         old = current[name]
         value = jnp.asarray(value, old.dtype)
+        if name not in stored:
+            # A feature the IO config does not use: aihwkit exposes it as an empty vector (the
+            # factor as 1) and accepts only that value back; anything else cannot take effect.
+            unused = value.size == 0 or (
+                name == "out_nonlinearity_factor" and value.size == 1 and bool(np.all(np.asarray(value) == 1.0))
+            )
+            if not unused:
+                raise ValueError(
+                    f"{what}: parameter {name!r} is not used by this tile's IO config (it is empty "
+                    f"here, got shape {tuple(value.shape)}); enable the feature in the config to set it"
+                )
+            continue
         if value.shape != old.shape:
             if value.size == old.size:  # aihwkit hands these out flattened
                 value = value.reshape(old.shape)
@@ -148,16 +160,6 @@ def _set_fb(state: TileState, direction: str, dic: Mapping[str, Any] | None, kwa
                     f"{what}: parameter {name!r} has shape {tuple(value.shape)}, expected "
                     f"{tuple(old.shape)} (or {old.size} values)"
                 )
-        if name not in stored:
-            # A feature the IO config does not use: aihwkit exposes it as an empty vector (the
-            # factor as 1) and accepts only that value back; anything else cannot take effect.
-            unused = value.size == 0 or (name == "out_nonlinearity_factor" and bool(np.all(np.asarray(value) == 1.0)))
-            if not unused:
-                raise ValueError(
-                    f"{what}: parameter {name!r} is not used by this tile's IO config (it is empty "
-                    "here); enable the feature in the config to set it"
-                )
-            continue
         stored[name] = value
     if direction == "fwd":
         return state.replace(fwd=stored)

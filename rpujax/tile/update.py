@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -56,8 +59,6 @@ def update(
     Returns:
       The new tile state (weights, and persistent weights when the device has write noise).
     """
-    from rpujax.pulsed import pulsed_update  # noqa: PLC0415
-
     if state.weights.ndim != 2:
         raise ValueError(
             f"update: state.weights has shape {tuple(state.weights.shape)}, expected (D, X); vmap over a "
@@ -74,6 +75,28 @@ def update(
     if state.bias:
         x2 = jnp.concatenate([x2, jnp.ones((x2.shape[0], 1), x2.dtype)], axis=1)
 
+    from rpujax.pulsed import resolve_backend  # noqa: PLC0415
+
+    cfg = state.rpu_config
+    backend = resolve_backend(backend, cfg.update)
+    try:
+        lr_value = float(lr)
+    except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        lr_value = None
+    if debug_checks:
+        # checkify checks must not sit under a jit that is not checkified: run unjitted.
+        return _apply(state, x2, d2, lr, key, backend, True)
+    if lr_value is not None and (lr_value == 0.0 or not math.isfinite(lr_value)):
+        return state
+    # The pulse-train length depends on lr only for fixed_bl=False without update-BL management.
+    lr_static = lr_value if not (cfg.update.fixed_bl or cfg.update.update_bl_management) else None
+    return _apply_jit(state, x2, d2, None if lr_static is not None else lr, key, backend=backend,
+                      lr_static=lr_static)
+
+
+def _apply(state: TileState, x2: Array, d2: Array, lr, key: Array, backend: str, debug_checks: bool) -> TileState:
+    from rpujax.pulsed import pulsed_update  # noqa: PLC0415
+
     cfg = state.rpu_config
     device = dict(state.device)
     persistent = device.get("persistent_weights")
@@ -84,3 +107,11 @@ def update(
     if persistent is not None:
         device["persistent_weights"] = persistent
     return state.replace(weights=weights, device=device)
+
+
+# One compiled program per (tile structure, config, backend): eager callers do not pay for
+# op-by-op dispatch of the scan; under an outer jit this is simply inlined.
+@functools.partial(jax.jit, static_argnames=("backend", "lr_static"))
+def _apply_jit(state: TileState, x2: Array, d2: Array, lr, key: Array, *, backend: str,
+               lr_static: float | None) -> TileState:
+    return _apply(state, x2, d2, lr_static if lr_static is not None else lr, key, backend, False)

@@ -1,0 +1,126 @@
+"""Time programming + drift + drift-compensated forward over many noise seeds: vmap vs Python loop.
+
+A 512×512 inference tile (default ``InferenceRPUConfig``: PCM-like noise model, global drift
+compensation, default forward IO) is programmed once per seed, then drifted to five inference
+times (1 s, 1 h, 1 day, 1 month, 1 year); at each time a batch of inputs goes through the eval-mode
+forward (with the compensation factor alpha) and the relative output error is reduced to one number.
+
+* ``vmapped``: the whole experiment for ``--seeds`` seeds is one jitted, vmapped call (what
+  :func:`rpujax.inference.evaluate_over_time` runs);
+* ``loop``: the same work as a Python loop over seeds and times calling the (internally jitted)
+  functions ``program_weights``, ``drift_weights`` and ``forward`` one at a time.
+
+Both are warmed up (compiled) first, then timed ``--repeats`` times (median).
+
+    python benchmarks/inference.py [--out benchmarks/results/inference.json] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from rpujax import inference, tile
+from rpujax.configs.inference import InferenceRPUConfig
+
+TIMES = (1.0, 3600.0, 86400.0, 2592000.0, 31536000.0)
+
+
+def _time(fn: Callable[[], Any], repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results/inference.json")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+
+    n = args.size
+    k_init, k_w, k_x, k_run = jax.random.split(jax.random.key(0), 4)
+    state = tile.init(k_init, n, n, InferenceRPUConfig())
+    state = tile.set_weights(state, jax.random.uniform(k_w, (n, n), jnp.float32, -0.5, 0.5))
+    state = inference.init_inference_aux(state)
+    x = jax.random.normal(k_x, (args.batch, n), jnp.float32)
+    y_exact = x @ state.weights.T
+    seed_keys = jax.random.split(k_run, args.seeds)
+
+    def rel_err(y: jax.Array) -> jax.Array:
+        return jnp.linalg.norm(y - y_exact) / jnp.linalg.norm(y_exact)
+
+    def one_seed(k: jax.Array) -> jax.Array:
+        k_prog, k_times = jax.random.split(k)
+        programmed = inference.program_weights(state, k_prog)
+        out = []
+        for i, t in enumerate(TIMES):
+            k_drift, k_fwd = jax.random.split(jax.random.fold_in(k_times, i))
+            drifted = inference.drift_weights(programmed, t, k_drift)
+            out.append(rel_err(inference.forward(drifted, x, k_fwd, is_test=True)))
+        return jnp.stack(out)
+
+    vmapped = jax.jit(jax.vmap(one_seed))
+    err_jit = jax.jit(rel_err)
+
+    def loop() -> jax.Array:
+        results = []
+        for k in seed_keys:
+            k_prog, k_times = jax.random.split(k)
+            programmed = inference.program_weights(state, k_prog)
+            row = []
+            for i, t in enumerate(TIMES):
+                k_drift, k_fwd = jax.random.split(jax.random.fold_in(k_times, i))
+                drifted = inference.drift_weights(programmed, t, k_drift)
+                row.append(err_jit(inference.forward(drifted, x, k_fwd, is_test=True)))
+            results.append(jnp.stack(row))
+        return jnp.stack(results)
+
+    t_vmap = _time(lambda: vmapped(seed_keys), args.repeats)
+    t_loop = _time(loop, args.repeats)
+    errs_v = vmapped(seed_keys)
+    errs_l = loop()
+    result = {
+        "backend": jax.default_backend(),
+        "devices": [str(dev) for dev in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "jax": jax.__version__,
+        "shape": [n, n],
+        "seeds": args.seeds,
+        "times_s": list(TIMES),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "median_s": {"vmapped": t_vmap, "loop": t_loop},
+        "ratio": {"loop_over_vmapped": t_loop / t_vmap},
+        "relative_output_error_mean_per_time": [float(v) for v in jnp.mean(errs_v, axis=0)],
+        "max_abs_difference_vmapped_vs_loop": float(jnp.max(jnp.abs(errs_v - errs_l))),
+    }
+    print(f"backend={result['backend']} devices={result['devices']} tile={n}x{n} seeds={args.seeds} times={len(TIMES)}")
+    print(f"  vmapped  {t_vmap * 1e3:10.1f} ms")
+    print(f"  loop     {t_loop * 1e3:10.1f} ms")
+    print(f"  loop / vmapped  {t_loop / t_vmap:6.2f} x")
+    print("  mean relative output error per time:", ", ".join(f"{v:.4f}" for v in result["relative_output_error_mean_per_time"]))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,590 @@
+"""Properties of the pulsed update (pure-JAX backend): bounds, determinism, sign, policies,
+moments of ConstantStep (spec tile-core §3.7) and the summed form vs per-pulse application."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import rpujax.pulsed as pulsed
+from rpujax import tile
+from rpujax.configs import (
+    ConstantStepDevice,
+    ExpStepDevice,
+    FloatingPointRPUConfig,
+    IdealDevice,
+    LinearStepDevice,
+    PiecewiseStepDevice,
+    PowStepDevice,
+    PowStepReferenceDevice,
+    PulseType,
+    SingleRPUConfig,
+    SoftBoundsDevice,
+    SoftBoundsReferenceDevice,
+    UpdateParameters,
+)
+from rpujax.devices import kernel_layout, sample_device_parameters, weight_granularity
+from rpujax.pulsed import jax_backend, probabilities
+from rpujax import _rng
+
+Z = 5.0
+
+PULSED_TYPES = [
+    PulseType.STOCHASTIC_COMPRESSED,
+    PulseType.STOCHASTIC,
+    PulseType.MEAN_COUNT,
+    PulseType.DETERMINISTIC_IMPLICIT,
+]
+ALL_TYPES = PULSED_TYPES + [PulseType.NONE, PulseType.NONE_WITH_DEVICE]
+
+DEVICES = {
+    "ConstantStep": ConstantStepDevice(),
+    "LinearStep": LinearStepDevice(gamma_up=0.5, gamma_down=0.3),
+    "SoftBounds": SoftBoundsDevice(),
+    "SoftBoundsWriteNoise": SoftBoundsDevice(write_noise_std=2.0),
+    "ExpStep": ExpStepDevice(dw_min_std_add=0.05),
+    "PowStep": PowStepDevice(pow_gamma=2.0),
+    "PowStepReference": PowStepReferenceDevice(reference_std=0.05),
+    "SoftBoundsReference": SoftBoundsReferenceDevice(reference_std=0.05),
+    "PiecewiseStep": PiecewiseStepDevice(piecewise_up=(0.5, 1.0, 1.5), piecewise_down=(1.5, 1.0, 0.5)),
+}
+
+
+def _cfg(device=None, **update) -> SingleRPUConfig:
+    update.setdefault("backend", "jax")
+    return SingleRPUConfig(device=device or ConstantStepDevice(), update=UpdateParameters(**update))
+
+
+def _quiet_constant(**kw) -> ConstantStepDevice:
+    """ConstantStep without device-to-device variation; bounds +-1 unless given."""
+    base = dict(dw_min_dtod=0.0, dw_min_std=0.0, w_max_dtod=0.0, w_min_dtod=0.0, up_down_dtod=0.0,
+                w_max=1.0, w_min=-1.0)
+    base.update(kw)
+    return ConstantStepDevice(**base)
+
+
+_INIT = jax.jit(tile.init, static_argnums=(1, 2, 3), static_argnames=("bias",))
+
+
+def _tile(cfg, d_size=4, x_size=6, w=None, seed=0, bias=False) -> tile.TileState:
+    state = _INIT(jax.random.key(seed), d_size, x_size, cfg, bias=bias)
+    if w is not None:
+        state = tile.set_weights(state, jnp.broadcast_to(jnp.asarray(w, jnp.float32), (d_size, x_size + bias)),
+                                 key=jax.random.key(seed + 1))
+    return state
+
+
+def _xd(key, batch, x_size, d_size, scale=1.0):
+    kx, kd = jax.random.split(key)
+    x = jax.random.uniform(kx, (batch, x_size), minval=-1.0, maxval=1.0)
+    d = scale * jax.random.uniform(kd, (batch, d_size), minval=-1.0, maxval=1.0)
+    return x, d
+
+
+# ---------------------------------------------------------------------------------------------
+# bounds, determinism, sign
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(DEVICES))
+def test_weights_stay_within_bounds_after_many_updates(name: str) -> None:
+    """10^4 per-sample updates (100 calls of batch 100) with a large lr: every weight (the
+    persistent one with write noise; ``w + reference`` for reference devices) stays inside its
+    device's hard bounds and is finite."""
+    device = DEVICES[name]
+    cfg = _cfg(device)
+    state = _tile(cfg, 3, 5)
+    lo, hi = state.device["min_bound"], state.device["max_bound"]
+
+    @jax.jit
+    def run(state):
+        def step(state, i):
+            x, d = _xd(jax.random.fold_in(jax.random.key(7), i), 100, 5, 3)
+            # the sign of d flips slowly so the weights sweep both bounds
+            d = d + jnp.where((i // 25) % 2 == 0, 0.5, -0.5)
+            return tile.update(state, x, d, 0.5, jax.random.fold_in(jax.random.key(8), i)), None
+
+        return jax.lax.scan(step, state, jnp.arange(100))[0]
+
+    out = run(state)
+    w = out.device.get("persistent_weights", out.weights)
+    w = w + out.device.get("reference", 0.0)
+    assert bool(jnp.all(jnp.isfinite(out.weights)))
+    eps = 1e-6
+    assert bool(jnp.all(w >= lo - eps)) and bool(jnp.all(w <= hi + eps)), (w.min(), w.max())
+    # the update really moved the weights to both bounds somewhere (the test is not vacuous)
+    assert bool(jnp.any(jnp.abs(out.weights - state.weights) > 0.05))
+
+
+@pytest.mark.parametrize("name", ["ConstantStep", "SoftBoundsWriteNoise", "ExpStep", "PiecewiseStep"])
+def test_same_key_same_result_jit_vmap(name: str) -> None:
+    """Same key: eager == jit bit for bit; vmap over keys == a loop over keys to float rounding
+    (XLA's vectorised exp/floor may differ in the last bit from the scalar code: 1 ulp)."""
+    cfg = _cfg(DEVICES[name])
+    state = _tile(cfg, 4, 6)
+    x, d = _xd(jax.random.key(1), 5, 6, 4)
+    eager = tile.update(state, x, d, 0.3, jax.random.key(3))
+    jitted = jax.jit(tile.update)(state, x, d, 0.3, jax.random.key(3))
+    np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(jitted.weights))
+    assert bool(jnp.any(eager.weights != state.weights))
+
+    keys = jax.random.split(jax.random.key(4), 3)
+    batched = jax.vmap(tile.update, in_axes=(None, None, None, None, 0))(state, x, d, 0.3, keys)
+    for i, k in enumerate(keys):
+        single = jax.jit(tile.update)(state, x, d, 0.3, k)
+        np.testing.assert_allclose(np.asarray(batched.weights[i]), np.asarray(single.weights), rtol=0, atol=2**-23)
+    # legacy uint32[2] keys give the same draws as typed keys with the same data
+    legacy = jax.jit(tile.update)(state, x, d, 0.3, jax.random.key_data(jax.random.key(3)))
+    np.testing.assert_array_equal(np.asarray(legacy.weights), np.asarray(jitted.weights))
+
+
+def test_vmap_over_tiles_matches_loop() -> None:
+    """A batch of tiles (vmap over states, x, d and keys) equals updating each tile alone."""
+    cfg = _cfg(SoftBoundsDevice())
+    states = jax.vmap(lambda k: tile.init(k, 4, 6, cfg))(jax.random.split(jax.random.key(0), 3))
+    x, d = _xd(jax.random.key(1), 3 * 5, 6, 4)
+    x, d = x.reshape(3, 5, 6), d.reshape(3, 5, 4)
+    keys = jax.random.split(jax.random.key(2), 3)
+    out = jax.jit(jax.vmap(tile.update, in_axes=(0, 0, 0, None, 0)))(states, x, d, 0.2, keys)
+    for i in range(3):
+        one = jax.tree.map(lambda a: a[i], states)
+        ref = jax.jit(tile.update)(one, x[i], d[i], 0.2, keys[i])
+        np.testing.assert_array_equal(np.asarray(out.weights[i]), np.asarray(ref.weights))
+
+
+@pytest.mark.parametrize("pulse_type", PULSED_TYPES)
+def test_sign_convention(pulse_type: PulseType) -> None:
+    """x d > 0 gives down pulses, x d < 0 up pulses: W <- W - lr d x^T (spec §0). With
+    lr = dw_min, |x| = |d| = 1 update management gives BL = 1 and p = 1: exactly one pulse."""
+    cfg = _cfg(_quiet_constant(), pulse_type=pulse_type)
+    state = _tile(cfg, 2, 2, w=0.0)
+    x = jnp.array([[1.0, -1.0]])
+    d = jnp.array([[1.0, -1.0]])
+    out = tile.update(state, x, d, 0.001, jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(out.weights), -0.001 * np.outer([1, -1], [1, -1]), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# lr policies, NaN policy, bad inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pulse_type", ALL_TYPES)
+def test_zero_lr_is_a_no_op(pulse_type: PulseType) -> None:
+    """lr == 0 leaves the tile unchanged, also for a traced lr and for NONE_WITH_DEVICE with a
+    weight outside the device bounds (a clip would move it)."""
+    cfg = _cfg(_quiet_constant(w_max=0.1, w_min=-0.1), pulse_type=pulse_type)
+    state = _tile(cfg, 3, 4, w=0.0)
+    state = state.replace(weights=state.weights.at[0, 0].set(0.5))
+    x, d = _xd(jax.random.key(1), 2, 4, 3)
+    for lr in (0.0, jnp.float32(0.0)):
+        out = jax.jit(tile.update)(state, x, d, lr, jax.random.key(2))
+        np.testing.assert_array_equal(np.asarray(out.weights), np.asarray(state.weights))
+    eager = tile.update(state, x, d, 0.0, jax.random.key(2))
+    np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(state.weights))
+
+
+@pytest.mark.parametrize("pulse_type", ALL_TYPES)
+def test_negative_lr_reverses_the_update(pulse_type: PulseType) -> None:
+    """lr < 0 realises W <- W - lr d x^T too (documented policy; aihwkit aborts or ignores the
+    sign). With a symmetric noise-free device far from its bounds and the same key, the change
+    is exactly the negative of the change for |lr| (the bit lines are the same)."""
+    cfg = _cfg(_quiet_constant(), pulse_type=pulse_type)
+    state = _tile(cfg, 4, 6, w=0.0)
+    x, d = _xd(jax.random.key(1), 3, 6, 4)
+    pos = jax.jit(tile.update)(state, x, d, 0.02, jax.random.key(5)).weights - state.weights
+    neg = jax.jit(tile.update)(state, x, d, -0.02, jax.random.key(5)).weights - state.weights
+    assert bool(jnp.any(pos != 0))
+    np.testing.assert_allclose(np.asarray(neg), -np.asarray(pos), rtol=1e-6, atol=1e-9)
+    # and the direction is the SGD one for lr > 0: positive correlation with -lr d x^T
+    ideal = -0.02 * jnp.einsum("bi,bj->ij", d, x)
+    assert float(jnp.sum(pos * ideal)) > 0
+
+
+@pytest.mark.parametrize("pulse_type", ALL_TYPES)
+def test_non_finite_samples_are_skipped(pulse_type: PulseType) -> None:
+    """A sample with NaN or inf in x or d is skipped: the result equals the same batch with that
+    sample's x set to zero (which never fires), and the weights stay finite."""
+    cfg = _cfg(_quiet_constant(dw_min_std=0.3), pulse_type=pulse_type)
+    state = _tile(cfg, 4, 6, w=0.0)
+    x, d = _xd(jax.random.key(1), 3, 6, 4)
+    zero_x = x.at[1].set(0.0)
+    expected = jax.jit(tile.update)(state, zero_x, d, 0.05, jax.random.key(5)).weights
+    for bad_x, bad_d in ((x.at[1, 2].set(jnp.nan), d), (x, d.at[1, 0].set(jnp.inf))):
+        out = jax.jit(tile.update)(state, bad_x, bad_d, 0.05, jax.random.key(5)).weights
+        assert bool(jnp.all(jnp.isfinite(out)))
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    # a non-finite lr skips the call
+    out = jax.jit(tile.update)(state, x, d, jnp.float32(jnp.nan), jax.random.key(5)).weights
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(state.weights))
+
+
+def test_debug_checks_report_non_finite_inputs() -> None:
+    """debug_checks=True: checkify reports NaN inputs (jit), and eager calls raise at once."""
+    cfg = _cfg(_quiet_constant())
+    state = _tile(cfg, 4, 6, w=0.0)
+    x, d = _xd(jax.random.key(1), 2, 6, 4)
+    f = checkify.checkify(jax.jit(lambda s, x, d, k: tile.update(s, x, d, 0.1, k, debug_checks=True)))
+    err, _ = f(state, x, d, jax.random.key(0))
+    err.throw()  # finite inputs: no error
+    err, _ = f(state, x.at[0, 0].set(jnp.nan), d, jax.random.key(0))
+    with pytest.raises(checkify.JaxRuntimeError, match="x contains NaN"):
+        err.throw()
+    with pytest.raises(checkify.JaxRuntimeError, match="d contains NaN"):
+        tile.update(state, x, d.at[1, 1].set(jnp.nan), 0.1, jax.random.key(0), debug_checks=True)
+
+
+def test_bad_inputs_raise_with_both_shapes() -> None:
+    cfg = _cfg(_quiet_constant())
+    state = _tile(cfg, 4, 6)
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"x has shape \(3, 5\).*\(\.\.\., 6\)"):
+        tile.update(state, jnp.ones((3, 5)), jnp.ones((3, 4)), 0.1, key)
+    with pytest.raises(ValueError, match=r"d has shape \(3, 3\).*\(\.\.\., 4\)"):
+        tile.update(state, jnp.ones((3, 6)), jnp.ones((3, 3)), 0.1, key)
+    with pytest.raises(ValueError, match=r"x has shape \(3, 6\) and d has shape \(2, 4\)"):
+        tile.update(state, jnp.ones((3, 6)), jnp.ones((2, 4)), 0.1, key)
+    with pytest.raises(ValueError, match=r"batch sizes differ.*\(3, 6\).*\(2, 4\)"):
+        pulsed.pulsed_update(state.weights, None, state.device, cfg.device, cfg.update,
+                             jnp.ones((3, 6)), jnp.ones((2, 4)), 0.1, key)
+    with pytest.raises(ValueError, match=r"lr has shape \(2,\)"):
+        tile.update(state, jnp.ones((3, 6)), jnp.ones((3, 4)), jnp.ones(2), key)
+    with pytest.raises(ValueError, match="backend"):
+        tile.update(state, jnp.ones((3, 6)), jnp.ones((3, 4)), 0.1, key, backend="cuda")
+    with pytest.raises(ValueError, match="threefry"):
+        tile.update(state, jnp.ones((3, 6)), jnp.ones((3, 4)), 0.1, jnp.zeros(4, jnp.uint32))
+
+
+def test_ffi_backend_unavailable_is_an_error_and_auto_falls_back(monkeypatch) -> None:
+    monkeypatch.setattr(pulsed, "_ffi_available", lambda: False)
+    cfg = _cfg(_quiet_constant())
+    state = _tile(cfg, 4, 6, w=0.0)
+    x, d = _xd(jax.random.key(1), 2, 6, 4)
+    with pytest.raises(RuntimeError, match="FFI kernels are not available"):
+        tile.update(state, x, d, 0.1, jax.random.key(0), backend="ffi")
+    auto = tile.update(state, x, d, 0.1, jax.random.key(0), backend="auto")
+    ref = tile.update(state, x, d, 0.1, jax.random.key(0), backend="jax")
+    np.testing.assert_array_equal(np.asarray(auto.weights), np.asarray(ref.weights))
+
+
+def test_update_parameters_validation() -> None:
+    assert UpdateParameters(pulse_type="mean_count").pulse_type == PulseType.MEAN_COUNT
+    with pytest.raises(ValueError, match="UpdateParameters.desired_bl"):
+        UpdateParameters(desired_bl=0)
+    with pytest.raises(ValueError, match="UpdateParameters.backend"):
+        UpdateParameters(backend="gpu")
+    with pytest.raises(ValueError, match="UpdateParameters.um_grad_scale"):
+        UpdateParameters(um_grad_scale=0.0)
+    with pytest.raises(ValueError, match="UpdateParameters.pulse_type"):
+        UpdateParameters(pulse_type="random")
+    with pytest.warns(UserWarning, match="res = 10"):
+        UpdateParameters(res=10)
+    hash(UpdateParameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# the dispatch: FP types, per-sample management, probabilities
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pulse_type_none_and_ideal_devices_are_exact_gemm() -> None:
+    x, d = _xd(jax.random.key(1), 5, 6, 4)
+    expected_dw = -0.1 * np.einsum("bi,bj->ij", np.asarray(d, np.float64), np.asarray(x, np.float64))
+    for cfg in (_cfg(ConstantStepDevice(), pulse_type=PulseType.NONE), _cfg(IdealDevice()), FloatingPointRPUConfig()):
+        state = _tile(cfg, 4, 6)
+        out = tile.update(state, x, d, 0.1, jax.random.key(0))
+        np.testing.assert_allclose(np.asarray(out.weights - state.weights), expected_dw, rtol=1e-5, atol=1e-7)
+
+
+def test_none_with_device_clips_after_every_sample() -> None:
+    """Sample 1 pushes w past the bound 0.1, sample 2 pulls it back by 0.05: per-sample clipping
+    gives 0.05, one clip at the end would give 0.1 (spec §3.2)."""
+    cfg = _cfg(_quiet_constant(w_max=0.1, w_min=-0.1), pulse_type=PulseType.NONE_WITH_DEVICE)
+    state = _tile(cfg, 1, 1, w=0.0)
+    x = jnp.array([[1.0], [1.0]])
+    d = jnp.array([[-0.2], [0.05]])
+    out = tile.update(state, x, d, 1.0, jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(out.weights), [[0.05]], rtol=1e-6)
+
+
+def test_none_with_device_and_write_noise_loses_the_update() -> None:
+    """aihwkit quirk (spec §3.2, §7.27): the FP step is lost, the apparent weights are redrawn
+    around the (clipped) persistent weights."""
+    dev = SoftBoundsDevice(write_noise_std=1.0, dw_min_dtod=0.0, w_max_dtod=0.0, w_min_dtod=0.0)
+    cfg = _cfg(dev, pulse_type=PulseType.NONE_WITH_DEVICE)
+    state = _tile(cfg, 8, 8, w=0.0)
+    x, d = _xd(jax.random.key(1), 2, 8, 8)
+    out = tile.update(state, x, d, 1.0, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(out.device["persistent_weights"]), 0.0)
+    assert bool(jnp.all(out.weights != state.weights))
+    assert float(jnp.max(jnp.abs(out.weights))) < 6 * dev.write_noise_std * dev.dw_min
+
+
+def test_per_sample_update_management_batch_of_two_magnitudes() -> None:
+    """BL, A, B, px, pd are per sample: a batch [x, x/4] gives exactly the values of two separate
+    one-sample calls, and the two samples get different BL (8 and 2 here)."""
+    upd = UpdateParameters()
+    g = 0.001
+    x = jnp.asarray([[-0.7, 0.97, 0.1, -0.3]], jnp.float32)
+    d = jnp.asarray([[-0.069, -0.746, 0.275]], jnp.float32)
+    xb = jnp.concatenate([x, x / 4])
+    db = jnp.concatenate([d, d])
+    kd = jnp.zeros(2, jnp.uint32)
+    bl, px, pd = probabilities.pulse_inputs(upd, xb, db, 0.01, kd, g)
+    for b in range(2):
+        bl1, px1, pd1 = probabilities.pulse_inputs(upd, xb[b : b + 1], db[b : b + 1], 0.01, kd, g)
+        assert int(bl[b]) == int(bl1[0])
+        np.testing.assert_array_equal(np.asarray(px[b]), np.asarray(px1[0]))
+        np.testing.assert_array_equal(np.asarray(pd[b]), np.asarray(pd1[0]))
+    # k = lr * x_max * d_max / g = 0.01 * 0.97 * 0.746 / 0.001 = 7.24 -> BL 8; x/4 -> 1.81 -> BL 2
+    np.testing.assert_array_equal(np.asarray(bl), [8, 2])
+    # UM balances: p_x(max) = p_d(max) = sqrt(k / BL) per sample
+    for b, k in enumerate((0.01 * 0.97 * 0.746 / g, 0.01 * 0.97 / 4 * 0.746 / g)):
+        expected = math.sqrt(k / int(bl[b]))
+        np.testing.assert_allclose(float(jnp.max(jnp.abs(px[b]))), expected, rtol=1e-5)
+        np.testing.assert_allclose(float(jnp.max(jnp.abs(pd[b]))), expected, rtol=1e-5)
+
+
+def test_fixed_bl_false_grows_the_train_and_needs_a_concrete_lr() -> None:
+    """fixed_bl=False without UBLM: BL = ceil(lr/g) > desired_bl when lr > g desired_bl (A = B = 1
+    without UM); with UM (spec §7.22) the d clipping still uses desired_bl."""
+    upd = UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False, desired_bl=10)
+    one = jnp.ones(1, jnp.float32)
+    bl, a, b = probabilities.bl_a_b(upd, one, one, jnp.float32(0.0255), 0.001)
+    assert int(bl[0]) == 26 and float(a[0]) == 1.0 and float(b[0]) == 1.0
+    assert probabilities.bl_bound(upd, 0.0255, 0.001) == 26
+    bl, a, b = probabilities.bl_a_b(upd, one, one, jnp.float32(0.005), 0.001)
+    assert int(bl[0]) == 10
+    np.testing.assert_allclose(float(a[0]), math.sqrt(0.005 / (0.001 * 10)), rtol=1e-6)
+    um = UpdateParameters(fixed_bl=False, update_bl_management=False, desired_bl=10)
+    bl, a, b = probabilities.bl_a_b(um, 2 * one, 0.5 * one, jnp.float32(0.0255), 0.001)
+    # k = 25.5 > desired_bl = 10: d_v = 0.5 * 10 / 25.5; A = sqrt(2 / d_v), B = sqrt(d_v / 2)
+    d_v = 0.5 * 10 / 25.5
+    assert int(bl[0]) == 26
+    np.testing.assert_allclose([float(a[0]), float(b[0])], [math.sqrt(2 / d_v), math.sqrt(d_v / 2)], rtol=1e-6)
+    cfg = _cfg(_quiet_constant(), fixed_bl=False, update_bl_management=False, update_management=False, desired_bl=10)
+    state = _tile(cfg, 2, 3, w=0.0)
+    x, d = jnp.ones((1, 3)), jnp.ones((1, 2))
+    out = tile.update(state, x, d, 0.0255, jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(out.weights), -0.026, rtol=1e-5)  # p = 1: 26 pulses
+    with pytest.raises(ValueError, match="concrete"):
+        jax.jit(tile.update)(state, x, d, 0.0255, jax.random.key(0))
+
+
+def test_deterministic_counts_match_the_formulas() -> None:
+    """MEAN_COUNT: c_ij = rint((cd_i / BL) cx_j), cx = sign(x) clip(rint(BL p_x), 0, BL);
+    DETERMINISTIC_IMPLICIT: c_ij = rint(BL |p_d| |p_x|) with quantised p (spec §3.6)."""
+    x, d = _xd(jax.random.key(3), 1, 6, 4)
+    for pt, extra in ((PulseType.MEAN_COUNT, {}), (PulseType.DETERMINISTIC_IMPLICIT, dict(x_res_implicit=0.1, d_res_implicit=0.05))):
+        cfg = _cfg(_quiet_constant(), pulse_type=pt, **extra)
+        state = _tile(cfg, 4, 6, w=0.0)
+        out = tile.update(state, x, d, 0.01, jax.random.key(0))
+        n = -np.asarray(out.weights) / 0.001  # one pulse moves 0.001 (down for x d > 0)
+        g = 0.001
+        bl, a, b = (np.asarray(v) for v in probabilities.bl_a_b(
+            cfg.update, jnp.max(jnp.abs(x), 1), jnp.max(jnp.abs(d), 1), jnp.float32(0.01), g))
+        xs, ds = np.asarray(x[0], np.float32), np.asarray(d[0], np.float32)
+        BL = np.float32(bl[0])
+        if pt == PulseType.MEAN_COUNT:
+            cx = np.sign(xs) * np.clip(np.rint(BL * (np.abs(xs) * b[0])), 0, BL)
+            cd = np.sign(ds) * np.clip(np.rint(BL * (np.abs(ds) * a[0])), 0, BL)
+            c = np.rint((cd / BL)[:, None] * cx[None, :])
+        else:
+            qx = np.clip(np.float32(0.1) * np.rint(np.abs(xs) * b[0] / np.float32(0.1)), 0, 1)
+            qd = np.clip(np.float32(0.05) * np.rint(np.abs(ds) * a[0] / np.float32(0.05)), 0, 1)
+            c = np.sign(ds)[:, None] * np.sign(xs)[None, :] * np.rint((BL * qd)[:, None] * qx[None, :])
+        assert np.abs(c).max() >= 2
+        np.testing.assert_allclose(n, c, atol=1e-3)
+
+
+def test_probability_quantisation() -> None:
+    """res quantises |p| to multiples of res (rint); sto_round rounds up or down with the right
+    probability so that E[Q_sr(p)] = p (5 SE, SE = res/2/sqrt(R) bounds the rounding std);
+    res > 1 suppresses every pulse, as in aihwkit."""
+    x, d = _xd(jax.random.key(3), 2, 16, 8)
+    g = 0.001
+    plain = UpdateParameters()
+    bl0, px0, pd0 = probabilities.pulse_inputs(plain, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    q = UpdateParameters(res=0.125)
+    _, px, pd = probabilities.pulse_inputs(q, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    np.testing.assert_allclose(np.asarray(px), 0.125 * np.rint(np.asarray(px0) / 0.125), atol=1e-6)
+    sr = UpdateParameters(res=0.125, sto_round=True)
+    r = 4000
+    keys = jax.random.split(jax.random.key(1), r)
+    pxs = jax.vmap(lambda k: probabilities.pulse_inputs(sr, x, d, 0.01, probabilities.key_to_data(k), g)[1])(keys)
+    on_grid = np.abs(np.asarray(pxs) / 0.125 - np.rint(np.asarray(pxs) / 0.125))
+    assert on_grid.max() < 1e-4
+    np.testing.assert_array_less(np.abs(np.asarray(pxs.mean(0)) - np.asarray(px0)), Z * 0.0625 / math.sqrt(r))
+    assert float(jnp.std(pxs, axis=0).max()) > 0.01  # really random
+    with pytest.warns(UserWarning):
+        big = UpdateParameters(res=10)
+    _, px_big, pd_big = probabilities.pulse_inputs(big, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    assert float(jnp.max(jnp.abs(px_big))) == 0.0 and float(jnp.max(jnp.abs(pd_big))) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# moments of ConstantStep (spec §3.7)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_constant_step_mean_and_variance_match_section_3_7() -> None:
+    """One sample, R repeats: per element E[dw] = -lr x_j d_i (s/g) and
+    Var[dw] = s^2 BL p (1 - p + sigma^2), p = p_x p_d, s the step of the element's direction
+    (up/down asymmetry: s_down = 0.7 dw_min). Tolerances: 5 SE with SE(mean) = sqrt(Var/R) and
+    SE(var) = sqrt((mu4 - var^2)/R) (mu4 from the samples). Would fail with the wrong sign, a
+    missing sqrt in the noise, or an off-by-one BL (changes p, hence the variance)."""
+    sigma = 0.3
+    dev = _quiet_constant(dw_min_std=sigma, up_down=0.3)
+    cfg = _cfg(dev)
+    g = weight_granularity(dev)
+    state = _tile(cfg, 4, 6, w=0.0)
+    s_up, s_down = float(state.device["dwmin_up"][0, 0]), float(state.device["dwmin_down"][0, 0])
+    assert s_up == pytest.approx(0.001) and s_down == pytest.approx(0.0007)
+    x, d = _xd(jax.random.key(11), 1, 6, 4)
+    lr = 0.01
+    r = 40000
+    keys = jax.random.split(jax.random.key(12), r)
+    dw = jax.jit(jax.vmap(lambda k: tile.update(state, x, d, lr, k).weights))(keys)
+    dw = np.asarray(dw, np.float64)
+
+    bl, px, pd = probabilities.pulse_inputs(cfg.update, x, d, lr, jnp.zeros(2, jnp.uint32), g)
+    bl = int(bl[0])
+    p = np.abs(np.asarray(pd[0], np.float64))[:, None] * np.abs(np.asarray(px[0], np.float64))[None, :]
+    assert p.max() <= 1.0 and bl > 1
+    sgn = np.sign(np.asarray(d[0]))[:, None] * np.sign(np.asarray(x[0]))[None, :]
+    s = np.where(sgn > 0, s_down, s_up)
+    mean_th = -lr * np.asarray(d[0], np.float64)[:, None] * np.asarray(x[0], np.float64)[None, :] * s / g
+    var_th = s**2 * bl * p * (1 - p + sigma**2)
+    mean = dw.mean(0)
+    var = dw.var(0, ddof=1)
+    c = dw - mean
+    se_var = np.sqrt(np.maximum((c**4).mean(0) - var**2, 0) / r)
+    np.testing.assert_array_less(np.abs(mean - mean_th), Z * np.sqrt(var_th / r) + 1e-12)
+    np.testing.assert_array_less(np.abs(var - var_th), Z * se_var + 1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# summed ConstantStep form vs per-pulse application
+# ---------------------------------------------------------------------------------------------
+
+
+def _constant_inputs(d_size=2, x_size=3, sigma=0.3, w=0.0, bound=1.0, lr=0.3, batch=1, seed=21):
+    dev = _quiet_constant(dw_min_std=sigma, w_max=bound, w_min=-bound)
+    kind, names, scalars = kernel_layout(dev)
+    params = sample_device_parameters(dev, jax.random.key(0), d_size, x_size)
+    params = jnp.stack([params[n] for n in names])
+    x, d = _xd(jax.random.key(seed), batch, x_size, d_size)
+    bl, px, pd = probabilities.pulse_inputs(UpdateParameters(), x, d, lr, jnp.zeros(2, jnp.uint32), dev.dw_min)
+    weights = jnp.full((d_size, x_size), w, jnp.float32)
+    return weights, params, px, pd, bl, kind, scalars
+
+
+def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.sort(a), np.sort(b)
+    grid = np.concatenate([a, b])
+    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size)))
+
+
+def test_summed_form_equals_per_pulse_in_distribution() -> None:
+    """Guard holds everywhere (w = 0, bounds +-1, at most 31 pulses of 0.001): the summed form
+    and forced per-pulse application give the same distribution of every element's change.
+
+    Two-sample Kolmogorov-Smirnov test per element, R = 20000 draws each, critical value
+    ``c(alpha) sqrt(2/R)`` with ``c = sqrt(-ln(alpha/2)/2)`` and alpha = 1e-7 per element (6
+    elements). Power: it rejects any difference of the two CDFs larger than 0.031; the test
+    checks that it does reject a plausible bug (noise scaled with n instead of sqrt(n)).
+    """
+    weights, params, px, pd, bl, kind, scalars = _constant_inputs()
+    r = 20000
+    keys = jax.random.split(jax.random.key(3), r)
+
+    def run(per_pulse):
+        f = lambda k: jax_backend.apply_pulses(  # noqa: E731
+            weights, None, params, px, pd, bl, probabilities.key_to_data(k),
+            kind=kind, scalars=scalars, mode=0, bl_max=31, per_pulse_only=per_pulse)[0]
+        return np.asarray(jax.jit(jax.vmap(f))(keys), np.float64).reshape(r, -1)
+
+    summed, per_pulse = run(False), run(True)
+    crit = math.sqrt(-math.log(1e-7 / 2) / 2) * math.sqrt(2.0 / r)
+    assert np.abs(summed).max() > 0 and not np.array_equal(summed, per_pulse)
+    for e in range(summed.shape[1]):
+        assert _ks_statistic(summed[:, e], per_pulse[:, e]) < crit, e
+    # power check: scaling the summed noise with n instead of sqrt(n) is detected
+    n_est = np.rint(-summed / 0.001)  # counts behind the summed draws (direction down here or up)
+    wrong = summed + np.sign(summed) * 0.0
+    s = 0.001 * 0.3
+    xi = (np.abs(summed) - np.abs(n_est) * 0.001) / (s * np.sqrt(np.maximum(np.abs(n_est), 1)))
+    wrong = np.sign(summed) * (np.abs(n_est) * 0.001 + s * np.abs(n_est) * xi)
+    assert max(_ks_statistic(wrong[:, e], per_pulse[:, e]) for e in range(summed.shape[1])) > crit
+
+
+@pytest.mark.parametrize("near", ["few", "all"])
+def test_guard_fallback_is_exactly_per_pulse(near: str) -> None:
+    """Elements that fail the guard get exactly the per-pulse result (same PULSE_NORMAL draws),
+    whether few of them fail (compacted fallback) or most (whole-array fallback); the others get
+    the summed form."""
+    d_size, x_size = 32, 40
+    weights, params, px, pd, bl, kind, scalars = _constant_inputs(d_size, x_size, w=0.0, bound=0.6, lr=1.0, batch=3)
+    if near == "few":
+        weights = weights.at[0, :5].set(0.59).at[3, 7].set(-0.59)
+    else:
+        weights = jnp.full_like(weights, 0.58).at[::2].set(-0.58)
+    kd = probabilities.key_to_data(jax.random.key(9))
+    call = lambda per_pulse: jax_backend.apply_pulses(  # noqa: E731
+        weights, None, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, mode=0, bl_max=31,
+        per_pulse_only=per_pulse)[0]
+    mixed, exact = jax.jit(lambda: call(False))(), jax.jit(lambda: call(True))()
+    s0, s1 = _rng.sample_key(kd[0], kd[1], 0)
+    n, down = jax_backend._counts(0, s0, s1, px[0], pd[0], bl[0], 31)
+    reach = n * 0.001 * (1 + jax_backend.XI_MAX * 0.3)
+    fails = (n > 0) & ((weights - reach < params[1]) | (weights + reach > params[0]))
+    nf = int(fails.sum())
+    assert (0 < nf <= 256) if near == "few" else (nf > weights.size // 16)
+    np.testing.assert_array_equal(np.asarray(mixed)[np.asarray(fails)], np.asarray(exact)[np.asarray(fails)])
+    ok = np.asarray((n > 0) & ~fails)
+    assert ok.any() and not np.array_equal(np.asarray(mixed)[ok], np.asarray(exact)[ok])
+
+
+def test_fast_rng_matches_the_contract() -> None:
+    """The backend's unrolled threefry is bit-identical to ``_rng.threefry``; its vectorised cos is
+    within 1e-7 of the exact cosine, so its Box-Muller normal ``r cos(.)`` (``r <= 5.77``) equals
+    ``_rng.box_muller`` within ``5.77 * 2 * 2^-23`` (both cosines err by up to ~1 ulp of 1)."""
+    c0 = jnp.arange(5000, dtype=jnp.uint32) * jnp.uint32(2654435761)
+    c1 = jnp.arange(5000, dtype=jnp.uint32)
+    a = jax_backend._threefry(jnp.uint32(123), jnp.uint32(456), c0, c1)
+    b = _rng.threefry(123, 456, c0, c1)
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+    z_fast = jax.jit(jax_backend._box_muller)(*a)
+    z_ref = jax.jit(_rng.box_muller)(*a)
+    np.testing.assert_allclose(np.asarray(z_fast), np.asarray(z_ref), rtol=0, atol=5.77 * 2 * 2**-23)
+    u = jnp.arange(0, 2**24, 97, dtype=jnp.int32).astype(jnp.float32) * np.float32(2**-24)
+    a = _rng.TWO_PI * u
+    np.testing.assert_allclose(np.asarray(jax.jit(jax_backend._cos)(a)), np.cos(np.asarray(a, np.float64)), rtol=0,
+                               atol=1e-7)
+
+
+def test_write_noise_redraws_touched_elements() -> None:
+    """Write noise: pulses act on the persistent weights; touched elements get apparent =
+    persistent + write_noise_std dw_min xi, untouched ones keep their apparent value. The std of
+    (apparent - persistent) over touched elements is write_noise_std dw_min (5 SE, SE =
+    std/sqrt(2N) for a normal sample)."""
+    dev = SoftBoundsDevice(write_noise_std=3.0, dw_min_dtod=0.0, w_max_dtod=0.0, w_min_dtod=0.0)
+    cfg = _cfg(dev)
+    state = _tile(cfg, 64, 64, w=0.0)
+    x, d = _xd(jax.random.key(1), 1, 64, 64)
+    x = x.at[0, :8].set(0.0)  # untouched columns
+    out = jax.jit(tile.update)(state, x, d, 0.01, jax.random.key(2))
+    pers = out.device["persistent_weights"]
+    touched = np.asarray(pers != state.device["persistent_weights"])
+    assert touched.sum() > 1000
+    np.testing.assert_array_equal(np.asarray(out.weights)[:, :8], np.asarray(state.weights)[:, :8])
+    noise = np.asarray(out.weights - pers)[touched]
+    expected = dev.write_noise_std * dev.dw_min
+    assert abs(noise.std() - expected) < Z * expected / math.sqrt(2 * noise.size)
