@@ -2,7 +2,9 @@
 
 Default ``SingleRPUConfig`` IO (ABS_MAX noise management, ITERATIVE bound management, output
 noise, 7-bit DAC / 9-bit ADC quantisation) on a 512×512 tile with a batch of 256 in float32.
-Each function is jitted, warmed up, then timed ``--repeats`` times; the median is reported. The
+Each function is jitted and warmed up; then all are timed round-robin ``--repeats`` times (so
+that machine load affects them alike) and the medians, and the medians of per-round ratios, are
+reported. The
 floors are the plain products with the backend's default precision and with ``HIGHEST`` (which
 the analog MVM uses).
 
@@ -27,15 +29,21 @@ from rpujax.tile.mvm import backward, forward, sample_periphery_parameters
 from rpujax.tile.state import TileState
 
 
-def _time(fn: Callable[..., Any], args: tuple, repeats: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
+def _time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], repeats: int, warmup: int = 5):
+    """Median time of each function, timed round-robin so that machine load hits all of them alike.
+
+    Returns the per-function medians and the per-round samples (for per-round ratios).
+    """
+    for fn, args in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn(*args))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, (fn, args) in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in samples.items()}, samples
 
 
 def main() -> None:
@@ -65,11 +73,21 @@ def main() -> None:
     fwd = jax.jit(forward)
     bwd = jax.jit(backward)
 
-    t_floor = _time(floor_default, (x, w), args.repeats)
-    t_floor_hi = _time(floor_highest, (x, w), args.repeats)
-    t_floor_bwd = _time(floor_bwd, (d, w), args.repeats)
-    t_fwd = _time(fwd, (state, x, k_run), args.repeats)
-    t_bwd = _time(bwd, (state, d, k_run), args.repeats)
+    med, samples = _time_interleaved(
+        {
+            "matmul_default_precision": (floor_default, (x, w)),
+            "matmul_highest_precision": (floor_highest, (x, w)),
+            "matmul_backward_default_precision": (floor_bwd, (d, w)),
+            "forward": (fwd, (state, x, k_run)),
+            "backward": (bwd, (state, d, k_run)),
+        },
+        args.repeats,
+    )
+    t_floor, t_floor_hi = med["matmul_default_precision"], med["matmul_highest_precision"]
+    t_floor_bwd, t_fwd, t_bwd = med["matmul_backward_default_precision"], med["forward"], med["backward"]
+
+    def round_ratio(num: str, den: str) -> float:
+        return statistics.median(a / b for a, b in zip(samples[num], samples[den]))
 
     result = {
         "backend": jax.default_backend(),
@@ -91,12 +109,20 @@ def main() -> None:
             "backward_over_matmul": t_bwd / t_floor_bwd,
             "forward_over_matmul_highest": t_fwd / t_floor_hi,
         },
+        "median_of_per_round_ratios": {
+            "forward_over_matmul": round_ratio("forward", "matmul_default_precision"),
+            "backward_over_matmul": round_ratio("backward", "matmul_backward_default_precision"),
+        },
+        "load_average_1min": os.getloadavg()[0],
     }
     print(f"backend={result['backend']} devices={result['devices']}")
     for name, t in result["median_s"].items():
         print(f"  {name:36s} {t * 1e3:9.3f} ms")
     for name, r in result["ratio"].items():
         print(f"  {name:36s} {r:9.2f} x")
+    for name, r in result["median_of_per_round_ratios"].items():
+        print(f"  {name + ' (per-round median)':36s} {r:9.2f} x")
+    print(f"  load average (1 min): {result['load_average_1min']:.2f}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

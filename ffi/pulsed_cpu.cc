@@ -54,6 +54,7 @@
 #endif
 
 #include "device_rules.h"
+#include "pulsed_common.h"
 #include "registry.h"
 #include "rng.h"
 #include "xla/ffi/api/ffi.h"
@@ -590,12 +591,6 @@ void work(const std::shared_ptr<Call>& c) {
 
 // ---- handler -----------------------------------------------------------------------------------
 
-std::string dims_str(ffi::Span<const int64_t> d) {
-  std::string s = "(";
-  for (size_t q = 0; q < d.size(); ++q) s += (q ? ", " : "") + std::to_string(d[q]);
-  return s + (d.size() == 1 ? ",)" : ")");
-}
-
 ffi::Future ready(std::optional<ffi::Error> err = std::nullopt) {
   ffi::Promise p;
   ffi::Future f(p);
@@ -607,76 +602,31 @@ ffi::Future ready(std::optional<ffi::Error> err = std::nullopt) {
   return f;
 }
 
-ffi::Error invalid(const std::string& msg) { return ffi::Error::InvalidArgument("rpujax_pulsed_update: " + msg); }
-
-// Checks an operand that may carry the tile axis: its trailing dims must be `want`; returns the
-// per-tile stride (0 when shared) or an error.
-template <typename Buf>
-std::optional<ffi::Error> tile_operand(const char* name, const Buf& buf, std::initializer_list<int64_t> want,
-                                       int64_t T, bool weights_batched, int64_t* stride) {
-  const auto d = buf.dimensions();
-  const size_t r = want.size();
-  int64_t per = 1;
-  for (int64_t v : want) per *= v;
-  bool ok = false;
-  if (d.size() == r) {
-    ok = std::equal(d.begin(), d.end(), want.begin());
-    *stride = 0;
-  } else if (d.size() == r + 1 && weights_batched) {
-    ok = d[0] == T && std::equal(d.begin() + 1, d.end(), want.begin());
-    *stride = per;
-  }
-  if (!ok) {
-    std::string w = "(";
-    if (weights_batched) w += std::to_string(T) + "?, ";
-    size_t q = 0;
-    for (int64_t v : want) w += (q++ ? ", " : "") + std::to_string(v);
-    w += ")";
-    return invalid(std::string(name) + " has shape " + dims_str(d) + ", expected " + w);
-  }
-  return std::nullopt;
-}
-
 ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> pers_in,
                              ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> pd,
                              ffi::Buffer<ffi::S32> bl, ffi::Buffer<ffi::U32> key,
                              ffi::ResultBuffer<ffi::F32> w_out, ffi::ResultBuffer<ffi::F32> pers_out, int32_t kind,
                              int32_t mode, int32_t bl_max, ffi::Span<const double> scalars) {
+  pulsed::Layout lay;
+  if (auto e = pulsed::make_layout(w_in, pers_in, params, px, pd, bl, key, kind, mode, bl_max, scalars, &lay))
+    return ready(e);
   auto c = std::make_shared<Call>();
-  if (kind < 0 || kind >= rules::kNumKinds) return ready(invalid("unknown device kind " + std::to_string(kind)));
-  if (mode < 0 || mode > 2) return ready(invalid("mode must be 0, 1 or 2, got " + std::to_string(mode)));
-  if (bl_max < 0 || bl_max > (1 << 20)) return ready(invalid("bl_max out of range: " + std::to_string(bl_max)));
-  if (const char* err = rules::make_consts(kind, scalars.begin(), static_cast<int64_t>(scalars.size()), &c->k))
-    return ready(invalid(std::string("kind ") + std::to_string(kind) + ": " + err));
-
-  const auto wd = w_in.dimensions();
-  if (wd.size() != 2 && wd.size() != 3) return ready(invalid("weights must be (D, X) or (T, D, X), got " + dims_str(wd)));
-  const bool batched = wd.size() == 3;
-  c->T = batched ? wd[0] : 1;
-  c->D = wd[wd.size() - 2];
-  c->X = wd[wd.size() - 1];
-  c->P = rules::num_params(kind);
-  c->kind = kind;
-  c->mode = mode;
-  c->bl_max = bl_max;
-  c->nw = (bl_max + 31) / 32;
-  const auto bd = bl.dimensions();
-  if (bd.size() == 0) return ready(invalid("bl must be (B,) or (T, B), got " + dims_str(bd)));
-  c->B = bd[bd.size() - 1];
-  if (c->D * c->X >= (int64_t{1} << 32)) return ready(invalid("a tile must have fewer than 2^32 elements"));
-
-  if (auto e = tile_operand("params", params, {c->P, c->D, c->X}, c->T, batched, &c->params_ts)) return ready(e);
-  if (auto e = tile_operand("px", px, {c->B, c->X}, c->T, batched, &c->px_ts)) return ready(e);
-  if (auto e = tile_operand("pd", pd, {c->B, c->D}, c->T, batched, &c->pd_ts)) return ready(e);
-  if (auto e = tile_operand("bl", bl, {c->B}, c->T, batched, &c->bl_ts)) return ready(e);
-  if (auto e = tile_operand("key", key, {2}, c->T, batched, &c->key_ts)) return ready(e);
-  const bool has_pers = pers_in.element_count() > 0;
-  if (has_pers) {
-    const auto pdims = pers_in.dimensions();
-    if (!std::equal(pdims.begin(), pdims.end(), wd.begin(), wd.end()))
-      return ready(invalid("persistent has shape " + dims_str(pdims) + ", expected the shape of weights " +
-                           dims_str(wd) + " (or (0,) for none)"));
-  }
+  c->kind = lay.kind;
+  c->mode = lay.mode;
+  c->bl_max = lay.bl_max;
+  c->nw = lay.nw;
+  c->T = lay.T;
+  c->B = lay.B;
+  c->D = lay.D;
+  c->X = lay.X;
+  c->P = lay.P;
+  c->params_ts = lay.params_ts;
+  c->px_ts = lay.px_ts;
+  c->pd_ts = lay.pd_ts;
+  c->bl_ts = lay.bl_ts;
+  c->key_ts = lay.key_ts;
+  c->k = lay.k;
+  const bool has_pers = lay.has_pers;
 
   // Aliasing makes the outputs the input buffers; copy if XLA ever hands over distinct ones.
   const size_t wbytes = static_cast<size_t>(w_in.element_count()) * sizeof(float);
@@ -693,8 +643,8 @@ ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, f
   if (c->T * c->D * c->X == 0 || c->B == 0) return ready();
   for (int64_t q = 0; q < (c->bl_ts ? c->T : 1) * c->B; ++q) {
     if (c->bl[q] > bl_max)
-      return ready(invalid("bl[" + std::to_string(q) + "] = " + std::to_string(c->bl[q]) + " exceeds bl_max = " +
-                           std::to_string(bl_max)));
+      return ready(pulsed::invalid("bl[" + std::to_string(q) + "] = " + std::to_string(c->bl[q]) +
+                                   " exceeds bl_max = " + std::to_string(bl_max)));
   }
 
   // Sample keys (per key tile) and x bit lines (per (key, px, bl) tile), on this thread: a few

@@ -3,8 +3,8 @@ moments of ConstantStep (spec tile-core §3.7) and the summed form vs per-pulse 
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +46,6 @@ ALL_TYPES = PULSED_TYPES + [PulseType.NONE, PulseType.NONE_WITH_DEVICE]
 DEVICES = {
     "ConstantStep": ConstantStepDevice(),
     "LinearStep": LinearStepDevice(gamma_up=0.5, gamma_down=0.3),
-    "SoftBounds": SoftBoundsDevice(),
     "SoftBoundsWriteNoise": SoftBoundsDevice(write_noise_std=2.0),
     "ExpStep": ExpStepDevice(dw_min_std_add=0.05),
     "PowStep": PowStepDevice(pow_gamma=2.0),
@@ -122,39 +121,52 @@ def test_weights_stay_within_bounds_after_many_updates(name: str) -> None:
     assert bool(jnp.any(jnp.abs(out.weights - state.weights) > 0.05))
 
 
-@pytest.mark.parametrize("name", ["ConstantStep", "SoftBoundsWriteNoise", "ExpStep", "PiecewiseStep"])
-def test_same_key_same_result_jit_vmap(name: str) -> None:
-    """Same key: eager == jit bit for bit; vmap over keys == a loop over keys to float rounding
-    (XLA's vectorised exp/floor may differ in the last bit from the scalar code: 1 ulp)."""
-    cfg = _cfg(DEVICES[name])
+_UPDATE = jax.jit(tile.update, static_argnames=("backend", "debug_checks"))
+
+
+def test_same_key_same_result_eager_jit_and_key_kinds() -> None:
+    """Same key: an eager call equals a jitted one bit for bit, and a legacy uint32[2] key gives
+    the draws of the typed key with the same data."""
+    cfg = _cfg(DEVICES["SoftBoundsWriteNoise"])
     state = _tile(cfg, 4, 6)
     x, d = _xd(jax.random.key(1), 5, 6, 4)
     eager = tile.update(state, x, d, 0.3, jax.random.key(3))
-    jitted = jax.jit(tile.update)(state, x, d, 0.3, jax.random.key(3))
-    np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(jitted.weights))
+    jitted = _UPDATE(state, x, d, 0.3, jax.random.key(3))
     assert bool(jnp.any(eager.weights != state.weights))
-
-    keys = jax.random.split(jax.random.key(4), 3)
-    batched = jax.vmap(tile.update, in_axes=(None, None, None, None, 0))(state, x, d, 0.3, keys)
-    for i, k in enumerate(keys):
-        single = jax.jit(tile.update)(state, x, d, 0.3, k)
-        np.testing.assert_allclose(np.asarray(batched.weights[i]), np.asarray(single.weights), rtol=0, atol=2**-23)
-    # legacy uint32[2] keys give the same draws as typed keys with the same data
-    legacy = jax.jit(tile.update)(state, x, d, 0.3, jax.random.key_data(jax.random.key(3)))
+    np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(jitted.weights))
+    np.testing.assert_array_equal(np.asarray(eager.device["persistent_weights"]),
+                                  np.asarray(jitted.device["persistent_weights"]))
+    legacy = _UPDATE(state, x, d, 0.3, jax.random.key_data(jax.random.key(3)))
     np.testing.assert_array_equal(np.asarray(legacy.weights), np.asarray(jitted.weights))
+
+
+@pytest.mark.parametrize("name", ["ConstantStep", "ExpStep"])
+def test_same_key_same_result_vmap_vs_loop(name: str) -> None:
+    """vmap over keys equals a loop over keys: bit for bit for ConstantStep; to float rounding
+    for ExpStep (XLA's vectorised exp may differ from the scalar one in the last bit)."""
+    cfg = _cfg(DEVICES[name])
+    state = _tile(cfg, 4, 6)
+    x, d = _xd(jax.random.key(1), 5, 6, 4)
+    keys = jax.random.split(jax.random.key(4), 3)
+    batched = jax.jit(jax.vmap(tile.update, in_axes=(None, None, None, None, 0)))(state, x, d, 0.3, keys)
+    atol = 0.0 if name == "ConstantStep" else 2**-23
+    for i, k in enumerate(keys):
+        single = _UPDATE(state, x, d, 0.3, k)
+        assert bool(jnp.any(single.weights != state.weights))
+        np.testing.assert_allclose(np.asarray(batched.weights[i]), np.asarray(single.weights), rtol=0, atol=atol)
 
 
 def test_vmap_over_tiles_matches_loop() -> None:
     """A batch of tiles (vmap over states, x, d and keys) equals updating each tile alone."""
     cfg = _cfg(SoftBoundsDevice())
-    states = jax.vmap(lambda k: tile.init(k, 4, 6, cfg))(jax.random.split(jax.random.key(0), 3))
+    states = jax.jit(jax.vmap(lambda k: tile.init(k, 4, 6, cfg)))(jax.random.split(jax.random.key(0), 3))
     x, d = _xd(jax.random.key(1), 3 * 5, 6, 4)
     x, d = x.reshape(3, 5, 6), d.reshape(3, 5, 4)
     keys = jax.random.split(jax.random.key(2), 3)
     out = jax.jit(jax.vmap(tile.update, in_axes=(0, 0, 0, None, 0)))(states, x, d, 0.2, keys)
     for i in range(3):
         one = jax.tree.map(lambda a: a[i], states)
-        ref = jax.jit(tile.update)(one, x[i], d[i], 0.2, keys[i])
+        ref = _UPDATE(one, x[i], d[i], 0.2, keys[i])
         np.testing.assert_array_equal(np.asarray(out.weights[i]), np.asarray(ref.weights))
 
 
@@ -175,19 +187,19 @@ def test_sign_convention(pulse_type: PulseType) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pulse_type", ALL_TYPES)
+@pytest.mark.parametrize("pulse_type", [PulseType.STOCHASTIC_COMPRESSED, PulseType.NONE, PulseType.NONE_WITH_DEVICE])
 def test_zero_lr_is_a_no_op(pulse_type: PulseType) -> None:
-    """lr == 0 leaves the tile unchanged, also for a traced lr and for NONE_WITH_DEVICE with a
-    weight outside the device bounds (a clip would move it)."""
+    """lr == 0 leaves the tile unchanged, for a Python 0 and a traced 0, also for
+    NONE_WITH_DEVICE with a weight outside the device bounds (a clip would move it)."""
     cfg = _cfg(_quiet_constant(w_max=0.1, w_min=-0.1), pulse_type=pulse_type)
     state = _tile(cfg, 3, 4, w=0.0)
     state = state.replace(weights=state.weights.at[0, 0].set(0.5))
     x, d = _xd(jax.random.key(1), 2, 4, 3)
-    for lr in (0.0, jnp.float32(0.0)):
-        out = jax.jit(tile.update)(state, x, d, lr, jax.random.key(2))
+    for out in (_UPDATE(state, x, d, jnp.float32(0.0), jax.random.key(2)), tile.update(state, x, d, 0.0, jax.random.key(2))):
         np.testing.assert_array_equal(np.asarray(out.weights), np.asarray(state.weights))
-    eager = tile.update(state, x, d, 0.0, jax.random.key(2))
-    np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(state.weights))
+    # not vacuous: a non-zero lr does move this tile
+    moved = _UPDATE(state, x, d, jnp.float32(0.5), jax.random.key(2))
+    assert bool(jnp.any(moved.weights != state.weights))
 
 
 @pytest.mark.parametrize("pulse_type", ALL_TYPES)
@@ -198,8 +210,8 @@ def test_negative_lr_reverses_the_update(pulse_type: PulseType) -> None:
     cfg = _cfg(_quiet_constant(), pulse_type=pulse_type)
     state = _tile(cfg, 4, 6, w=0.0)
     x, d = _xd(jax.random.key(1), 3, 6, 4)
-    pos = jax.jit(tile.update)(state, x, d, 0.02, jax.random.key(5)).weights - state.weights
-    neg = jax.jit(tile.update)(state, x, d, -0.02, jax.random.key(5)).weights - state.weights
+    pos = _UPDATE(state, x, d, 0.02, jax.random.key(5)).weights - state.weights
+    neg = _UPDATE(state, x, d, -0.02, jax.random.key(5)).weights - state.weights
     assert bool(jnp.any(pos != 0))
     np.testing.assert_allclose(np.asarray(neg), -np.asarray(pos), rtol=1e-6, atol=1e-9)
     # and the direction is the SGD one for lr > 0: positive correlation with -lr d x^T
@@ -215,13 +227,13 @@ def test_non_finite_samples_are_skipped(pulse_type: PulseType) -> None:
     state = _tile(cfg, 4, 6, w=0.0)
     x, d = _xd(jax.random.key(1), 3, 6, 4)
     zero_x = x.at[1].set(0.0)
-    expected = jax.jit(tile.update)(state, zero_x, d, 0.05, jax.random.key(5)).weights
+    expected = _UPDATE(state, zero_x, d, 0.05, jax.random.key(5)).weights
     for bad_x, bad_d in ((x.at[1, 2].set(jnp.nan), d), (x, d.at[1, 0].set(jnp.inf))):
-        out = jax.jit(tile.update)(state, bad_x, bad_d, 0.05, jax.random.key(5)).weights
+        out = _UPDATE(state, bad_x, bad_d, 0.05, jax.random.key(5)).weights
         assert bool(jnp.all(jnp.isfinite(out)))
         np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
     # a non-finite lr skips the call
-    out = jax.jit(tile.update)(state, x, d, jnp.float32(jnp.nan), jax.random.key(5)).weights
+    out = _UPDATE(state, x, d, jnp.float32(jnp.nan), jax.random.key(5)).weights
     np.testing.assert_array_equal(np.asarray(out), np.asarray(state.weights))
 
 
@@ -236,8 +248,10 @@ def test_debug_checks_report_non_finite_inputs() -> None:
     err, _ = f(state, x.at[0, 0].set(jnp.nan), d, jax.random.key(0))
     with pytest.raises(checkify.JaxRuntimeError, match="x contains NaN"):
         err.throw()
+    # eager (unjitted) calls raise at once; a NONE tile keeps the eager call cheap
+    fp = _tile(_cfg(_quiet_constant(), pulse_type=PulseType.NONE), 4, 6)
     with pytest.raises(checkify.JaxRuntimeError, match="d contains NaN"):
-        tile.update(state, x, d.at[1, 1].set(jnp.nan), 0.1, jax.random.key(0), debug_checks=True)
+        tile.update(fp, x, d.at[1, 1].set(jnp.nan), 0.1, jax.random.key(0), debug_checks=True)
 
 
 def test_bad_inputs_raise_with_both_shapes() -> None:
@@ -374,7 +388,7 @@ def test_fixed_bl_false_grows_the_train_and_needs_a_concrete_lr() -> None:
     out = tile.update(state, x, d, 0.0255, jax.random.key(0))
     np.testing.assert_allclose(np.asarray(out.weights), -0.026, rtol=1e-5)  # p = 1: 26 pulses
     with pytest.raises(ValueError, match="concrete"):
-        jax.jit(tile.update)(state, x, d, 0.0255, jax.random.key(0))
+        _UPDATE(state, x, d, 0.0255, jax.random.key(0))
 
 
 def test_deterministic_counts_match_the_formulas() -> None:
@@ -409,22 +423,23 @@ def test_probability_quantisation() -> None:
     res > 1 suppresses every pulse, as in aihwkit."""
     x, d = _xd(jax.random.key(3), 2, 16, 8)
     g = 0.001
+    inputs = jax.jit(probabilities.pulse_inputs, static_argnums=(0, 5))
     plain = UpdateParameters()
-    bl0, px0, pd0 = probabilities.pulse_inputs(plain, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    bl0, px0, pd0 = inputs(plain, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
     q = UpdateParameters(res=0.125)
-    _, px, pd = probabilities.pulse_inputs(q, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    _, px, pd = inputs(q, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
     np.testing.assert_allclose(np.asarray(px), 0.125 * np.rint(np.asarray(px0) / 0.125), atol=1e-6)
     sr = UpdateParameters(res=0.125, sto_round=True)
     r = 4000
     keys = jax.random.split(jax.random.key(1), r)
-    pxs = jax.vmap(lambda k: probabilities.pulse_inputs(sr, x, d, 0.01, probabilities.key_to_data(k), g)[1])(keys)
+    pxs = jax.jit(jax.vmap(lambda k: probabilities.pulse_inputs(sr, x, d, 0.01, probabilities.key_to_data(k), g)[1]))(keys)
     on_grid = np.abs(np.asarray(pxs) / 0.125 - np.rint(np.asarray(pxs) / 0.125))
     assert on_grid.max() < 1e-4
     np.testing.assert_array_less(np.abs(np.asarray(pxs.mean(0)) - np.asarray(px0)), Z * 0.0625 / math.sqrt(r))
     assert float(jnp.std(pxs, axis=0).max()) > 0.01  # really random
     with pytest.warns(UserWarning):
         big = UpdateParameters(res=10)
-    _, px_big, pd_big = probabilities.pulse_inputs(big, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
+    _, px_big, pd_big = inputs(big, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
     assert float(jnp.max(jnp.abs(px_big))) == 0.0 and float(jnp.max(jnp.abs(pd_big))) == 0.0
 
 
@@ -524,6 +539,12 @@ def test_summed_form_equals_per_pulse_in_distribution() -> None:
     assert max(_ks_statistic(wrong[:, e], per_pulse[:, e]) for e in range(summed.shape[1])) > crit
 
 
+@functools.partial(jax.jit, static_argnames=("kind", "scalars", "per_pulse"))
+def _APPLY(weights, params, px, pd, bl, kd, *, kind, scalars, per_pulse):
+    return jax_backend.apply_pulses(weights, None, params, px, pd, bl, kd, kind=kind, scalars=scalars, mode=0,
+                                    bl_max=31, per_pulse_only=per_pulse)[0]
+
+
 @pytest.mark.parametrize("near", ["few", "all"])
 def test_guard_fallback_is_exactly_per_pulse(near: str) -> None:
     """Elements that fail the guard get exactly the per-pulse result (same PULSE_NORMAL draws),
@@ -536,12 +557,10 @@ def test_guard_fallback_is_exactly_per_pulse(near: str) -> None:
     else:
         weights = jnp.full_like(weights, 0.58).at[::2].set(-0.58)
     kd = probabilities.key_to_data(jax.random.key(9))
-    call = lambda per_pulse: jax_backend.apply_pulses(  # noqa: E731
-        weights, None, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, mode=0, bl_max=31,
-        per_pulse_only=per_pulse)[0]
-    mixed, exact = jax.jit(lambda: call(False))(), jax.jit(lambda: call(True))()
+    mixed = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=False)
+    exact = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=True)
     s0, s1 = _rng.sample_key(kd[0], kd[1], 0)
-    n, down = jax_backend._counts(0, s0, s1, px[0], pd[0], bl[0], 31)
+    n, _ = jax.jit(jax_backend._counts, static_argnums=(0, 6))(0, s0, s1, px[0], pd[0], bl[0], 31)
     reach = n * 0.001 * (1 + jax_backend.XI_MAX * 0.3)
     fails = (n > 0) & ((weights - reach < params[1]) | (weights + reach > params[0]))
     nf = int(fails.sum())
@@ -580,7 +599,7 @@ def test_write_noise_redraws_touched_elements() -> None:
     state = _tile(cfg, 64, 64, w=0.0)
     x, d = _xd(jax.random.key(1), 1, 64, 64)
     x = x.at[0, :8].set(0.0)  # untouched columns
-    out = jax.jit(tile.update)(state, x, d, 0.01, jax.random.key(2))
+    out = _UPDATE(state, x, d, 0.01, jax.random.key(2))
     pers = out.device["persistent_weights"]
     touched = np.asarray(pers != state.device["persistent_weights"])
     assert touched.sum() > 1000

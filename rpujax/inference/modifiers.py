@@ -26,6 +26,7 @@ from rpujax.configs.inference import (
     WeightRemapParameter,
     WeightRemapType,
 )
+from rpujax.inference import _random as _rnd
 
 Array = jax.Array
 
@@ -55,7 +56,7 @@ def _discretize(value: Array, res: float, sto_round: bool, key: Array) -> Array:
         return value
     scaled = value / res
     if sto_round:
-        scaled = scaled + jax.random.uniform(key, value.shape, value.dtype) - 0.5
+        scaled = scaled + _rnd.uniform(key, value.shape, value.dtype) - 0.5
     return _round_half_away(scaled) * res
 
 
@@ -101,7 +102,7 @@ def modify_weights(modifier: WeightModifierParameter, weights: Array, key: Array
     shape, dtype = w.shape, w.dtype
 
     def normal() -> Array:
-        return jax.random.normal(k_main, shape, dtype)
+        return _rnd.normal(k_main, shape, dtype)
 
     if kind is WeightModifierType.DISCRETIZE:
         if modifier.res > 0:
@@ -142,7 +143,7 @@ def modify_weights(modifier: WeightModifierParameter, weights: Array, key: Array
         raise ValueError(f"modify_weights: unknown modifier type {kind!r}")
 
     if modifier.pdrop > 0:
-        drop = jax.random.uniform(k_drop, shape, dtype) < modifier.pdrop
+        drop = _rnd.uniform(k_drop, shape, dtype) < modifier.pdrop
         w = jnp.where(drop, jnp.zeros_like(w), w)
     if modifier.copy_last_column:
         w = w.at[:, -1].set(weights[:, -1])
@@ -165,28 +166,28 @@ def _pcm_noise(modifier: WeightModifierParameter, w: Array, amax: Array, key: Ar
     g = jnp.where(jnp.abs(g) > zero_thres, g, 0.0)
     negative = g < 0
     if modifier.pcm_prob_at_reset > 0:
-        g = jnp.where(jax.random.uniform(keys[0], shape, dtype) < modifier.pcm_prob_at_reset, 0.0, g)
+        g = jnp.where(_rnd.uniform(keys[0], shape, dtype) < modifier.pcm_prob_at_reset, 0.0, g)
     if modifier.pcm_prob_at_gmax > 0:
-        hit = jax.random.uniform(keys[1], shape, dtype) < modifier.pcm_prob_at_gmax
-        down = jax.random.uniform(keys[2], shape, dtype) > 0.5
+        hit = _rnd.uniform(keys[1], shape, dtype) < modifier.pcm_prob_at_gmax
+        down = _rnd.uniform(keys[2], shape, dtype) > 0.5
         g = jnp.where(hit, jnp.where(down, g - g_max, g + g_max), g)
     if modifier.pcm_prob_at_random > 0:
-        hit = jax.random.uniform(keys[3], shape, dtype) < modifier.pcm_prob_at_random
-        value = jax.random.uniform(keys[4], shape, dtype) * g_max
+        hit = _rnd.uniform(keys[3], shape, dtype) < modifier.pcm_prob_at_random
+        value = _rnd.uniform(keys[4], shape, dtype) * g_max
         g = jnp.where(hit, jnp.where(g > 0, value, -value), g)
     g = jnp.clip(g, -g_max, g_max)
 
     ag_rel = jnp.abs(g / g_max)
     sig_prog = _PCM_P0 + ag_rel * _PCM_P1 + ag_rel * ag_rel * _PCM_P2
-    g_prog = g + ns * sig_prog * jax.random.normal(keys[5], shape, dtype)
+    g_prog = g + ns * sig_prog * _rnd.normal(keys[5], shape, dtype)
     ag_prog_rel = jnp.abs(g_prog / g_max)
     g_drift = g_prog
     if t > t0:
         sig_drift = jnp.clip(-0.0125 * jnp.log(jnp.maximum(ag_prog_rel, 1e-6)) - 0.0059, 0.008, 0.045)
-        nu = jnp.abs(jax.random.normal(keys[6], shape, dtype) * sig_drift)
+        nu = jnp.abs(_rnd.normal(keys[6], shape, dtype) * sig_drift)
         g_drift = g_prog * jnp.exp(-nu * math.log(t / t0))
     q_s = jnp.minimum(0.0088 / jnp.maximum(ag_prog_rel**0.65, 1e-3), 0.2)
-    g_final = g_drift + ns * jnp.abs(g_drift) * q_s * log_sqrt * jax.random.normal(keys[7], shape, dtype)
+    g_final = g_drift + ns * jnp.abs(g_drift) * q_s * log_sqrt * _rnd.normal(keys[7], shape, dtype)
     w_final = g_final / g_max * amax
     w_final = jnp.where(negative, -jnp.abs(w_final), jnp.abs(w_final))
     return jnp.where(jnp.abs(g) > 0, w_final, 0.0)
@@ -219,10 +220,10 @@ def modify_weights_torch(
         shape = (batch_size, *weights.shape)
     dtype = weights.dtype
     if kind is WeightModifierType.MULT_NORMAL:
-        return weights + weights * modifier.std_dev * jax.random.normal(key, shape, dtype)
+        return weights + weights * modifier.std_dev * _rnd.normal(key, shape, dtype)
     amax = jnp.max(jnp.abs(weights)) if modifier.rel_to_actual_wmax else jnp.asarray(modifier.assumed_wmax, dtype)
     if kind is WeightModifierType.ADD_NORMAL:
-        return weights + modifier.std_dev * amax * jax.random.normal(key, shape, dtype)
+        return weights + modifier.std_dev * amax * _rnd.normal(key, shape, dtype)
     if kind is WeightModifierType.DISCRETIZE:
         res = 1.0 / modifier.res if modifier.res > 1.0 else modifier.res
         if res <= 0:
@@ -230,7 +231,7 @@ def modify_weights_torch(
         step = res * 2.0 * amax
         scaled = jnp.broadcast_to(weights, shape) / step
         if modifier.sto_round:
-            scaled = scaled + jax.random.uniform(key, shape, dtype, -0.5, 0.5)
+            scaled = scaled + _rnd.uniform(key, shape, dtype, -0.5, 0.5)
         return jnp.round(scaled) * step
     raise ValueError(
         f"modify_weights_torch: modifier type {kind.name} is not supported by the torch tile "

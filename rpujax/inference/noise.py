@@ -34,6 +34,7 @@ from rpujax.configs.inference import (
     ReRamWan2022NoiseModel,
     StateIndependentNoiseModel,
 )
+from rpujax.inference import _random as _rnd
 from rpujax.inference.converters import from_conductances, to_conductances
 
 Array = jax.Array
@@ -97,7 +98,7 @@ def _read_factor(t: Any, t_read: float) -> Any:
 
 def programming_noise_to_conductance(model: Any, g_target: Array, key: Array) -> Array:
     """Programmed conductances (µS) for target conductances ``g_target`` (any shape)."""
-    xi = jax.random.normal(key, g_target.shape, g_target.dtype)
+    xi = _rnd.normal(key, g_target.shape, g_target.dtype)
     if isinstance(model, (PCMLikeNoiseModel, HermesNoiseModel)):
         sig = _poly(model.prog_coeff, g_target / model.g_max) * (model.g_max / model.prog_coeff_g_max_reference)
         return jnp.maximum(g_target + model.prog_noise_scale * sig * xi, 0.0)
@@ -125,7 +126,7 @@ def drift_coefficients(model: Any, g_target: Array, key: Array) -> Array:
     """
     if isinstance(model, (ReRamWan2022NoiseModel, ReRamCMONoiseModel)):
         return g_target
-    xi = jax.random.normal(key, g_target.shape, g_target.dtype)
+    xi = _rnd.normal(key, g_target.shape, g_target.dtype)
     if isinstance(model, CustomDriftPCMLikeNoiseModel):
         table = model.drift_table()
         g_lst = jnp.asarray(table["g_lst"], g_target.dtype)
@@ -188,7 +189,7 @@ def drift_noise_to_conductance(model: Any, g_prog: Array, drift_param: Array, t_
     t_inf = check_inference_time(t_inference)
     if isinstance(model, ReRamWan2022NoiseModel):
         coeffs = _wan2022_coeffs(model, t_inf)
-        xi = jax.random.normal(key, g_prog.shape, g_prog.dtype)
+        xi = _rnd.normal(key, g_prog.shape, g_prog.dtype)
         # Redrawn around the target: the programming noise is discarded (aihwkit semantics).
         return _wan2022_draw(model, drift_param, coeffs, xi)
     if isinstance(model, ReRamCMONoiseModel):
@@ -199,7 +200,7 @@ def drift_noise_to_conductance(model: Any, g_prog: Array, drift_param: Array, t_
         # t > t_0 exactly when t_inference > 0; at t_inference = 0 only read noise acts.
         g_drift = jnp.where(t > model.t_0, g_prog * jnp.exp(-drift_param * log_ratio), g_prog)
         read = _read_factor(t, model.t_read)
-        xi = jax.random.normal(key, g_prog.shape, g_prog.dtype)
+        xi = _rnd.normal(key, g_prog.shape, g_prog.dtype)
         if isinstance(model, StateIndependentNoiseModel):
             noise = jnp.abs(g_drift / model.g_max) * model.read_noise_scale * read * xi
         else:
@@ -232,8 +233,8 @@ def _cmo_drift(model: ReRamCMONoiseModel, g_prog: Array, t: Any, key: Array) -> 
     decay = dict(model.decay_dict)
     read = dict(model.read_dict)
     k1, k2 = jax.random.split(key)
-    xi1 = jax.random.normal(k1, g_prog.shape, g_prog.dtype)
-    xi2 = jax.random.normal(k2, g_prog.shape, g_prog.dtype)
+    xi1 = _rnd.normal(k1, g_prog.shape, g_prog.dtype)
+    xi2 = _rnd.normal(k2, g_prog.shape, g_prog.dtype)
     # t = 0 returns the programmed conductances; a safe log keeps the unused branch finite.
     t_safe = jnp.where(t > 0, t, 1.0)
     log_t = jnp.log(t_safe)

@@ -43,6 +43,7 @@ from flax import nnx
 
 from rpujax import tile
 from rpujax.configs.inference import InferenceRPUConfig
+from rpujax.configs.io import NoiseManagementType
 from rpujax.configs.mapping import MappingParameter
 from rpujax.nn.capture import active_capture
 from rpujax.nn.mapping import lr_scale, scale_weights, tile_grid_sizes, uses_tile_array
@@ -354,7 +355,10 @@ class AnalogLayer(nnx.Module):
             y_i = outs[0] if n_out == 1 else jnp.concatenate(outs, axis=-1)
             total = y_i if total is None else total + y_i
             new_grid.append(tuple(row))
-        self.tiles.set_value(tuple(new_grid))
+        if cfg.forward.noise_management is NoiseManagementType.AVERAGE_ABS_MAX:
+            # the only forward state: the running NM value (written only when it can change, so
+            # that a layer without it stays a pure function, e.g. under a plain jax.grad)
+            self.tiles.set_value(tuple(new_grid))
         if self.bias is not None:
             total = total + self.bias[...]
         return total

@@ -108,32 +108,32 @@ def _apply_pulse(kind: int, scalars: tuple[float, ...], w: Array, params: tuple[
     return apply_pulse(kind, scalars, w, params, down, xi)
 
 
-def _bit_words(s0: Array, s1: Array, purpose: int, p: Array, bl: Array, bl_max: int) -> Array:
-    """Bit lines of one sample packed into ``uint32[W, N]``, ``W = ceil(bl_max / 32)``.
+def _coincidences(s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int) -> Array:
+    """``n_ij = Σ_{k < bl} D_ki X_kj`` (int32 ``[D, X]``) of one stochastic sample.
 
-    Bit ``k % 32`` of word ``k // 32`` of index ``j`` is ``uniform24(y0) < |p_j|`` for position
-    ``k < bl`` (``y0`` of ``threefry(s0, s1; (purpose << 28) | k, j)``), else 0.
+    ``X_kj = uniform24(y0) < |px_j|`` with ``y0`` of ``threefry(s0, s1; (XBIT << 28) | k, j)``,
+    ``D_ki`` likewise with ``DBIT`` and row ``i``. The bits of positions ``32 w .. 32 w + 31`` of
+    each line are packed into word ``w``, and ``n_ij = Σ_w popcount(d_word_wi & x_word_wj)``.
     """
-    n = p.shape[0]
+    x_size, d_size = px.shape[0], pd.shape[0]
     words = -(-bl_max // 32)
+    # x and d lines in one threefry call (one copy of the unrolled rounds in the program)
     k = jnp.arange(bl_max, dtype=jnp.uint32)[:, None]
-    j = jnp.arange(n, dtype=jnp.uint32)[None, :]
-    y0, _ = _threefry(s0, s1, _rng.stream_c0(purpose, k), j)
-    fire = (_rng.uniform24(y0) < jnp.abs(p)[None, :]) & (k < bl.astype(jnp.uint32))
+    col = jnp.arange(x_size + d_size, dtype=jnp.uint32)[None, :]
+    is_x = col < x_size
+    c0 = jnp.where(is_x, _rng.stream_c0(_rng.XBIT, k), _rng.stream_c0(_rng.DBIT, k))
+    c1 = jnp.where(is_x, col, col - np.uint32(x_size))
+    y0, _ = _threefry(s0, s1, c0, c1)
+    p = jnp.concatenate([jnp.abs(px), jnp.abs(pd)])
+    fire = (_rng.uniform24(y0) < p[None, :]) & (k < bl.astype(jnp.uint32))
     pad = words * 32 - bl_max
     if pad:
-        fire = jnp.concatenate([fire, jnp.zeros((pad, n), bool)], axis=0)
+        fire = jnp.concatenate([fire, jnp.zeros((pad, x_size + d_size), bool)], axis=0)
     shifts = jnp.arange(32, dtype=jnp.uint32)[None, :, None]
-    packed = fire.reshape(words, 32, n).astype(jnp.uint32) << shifts
-    return jnp.sum(packed, axis=1, dtype=jnp.uint32)
-
-
-def _coincidences(s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int) -> Array:
-    """``n_ij = Σ_k D_ki X_kj`` (int32 ``[D, X]``) of one stochastic sample."""
-    xw = _bit_words(s0, s1, _rng.XBIT, px, bl, bl_max)
-    dw = _bit_words(s0, s1, _rng.DBIT, pd, bl, bl_max)
-    n = jnp.zeros((pd.shape[0], px.shape[0]), jnp.int32)
-    for w in range(xw.shape[0]):
+    packed = jnp.sum(fire.reshape(words, 32, -1).astype(jnp.uint32) << shifts, axis=1, dtype=jnp.uint32)
+    xw, dw = packed[:, :x_size], packed[:, x_size:]
+    n = jnp.zeros((d_size, x_size), jnp.int32)
+    for w in range(words):
         n = n + jax.lax.population_count(dw[w][:, None] & xw[w][None, :]).astype(jnp.int32)
     return n
 
@@ -146,8 +146,10 @@ def _counts(mode: int, s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl
         return n, down
     blf = bl.astype(jnp.float32)
     if mode == 1:
-        # aihwkit: coincidence = rint((cd_i / BL) * cx_j), signed.
-        c = jnp.rint((pd / jnp.maximum(blf, 1.0))[:, None] * px[None, :])
+        # aihwkit: coincidence = rint((cd_i / BL) * cx_j), signed. The divisor is made elementwise
+        # (pd == pd is always true here) because XLA rewrites division by a broadcast scalar into
+        # multiplication by its reciprocal, which changes rint's result at ties (x.5).
+        c = jnp.rint((pd / jnp.where(pd == pd, jnp.maximum(blf, 1.0), 1.0))[:, None] * px[None, :])
         c = jnp.where(bl > 0, c, 0.0)
         return jnp.abs(c).astype(jnp.int32), c > 0
     if mode == 2:

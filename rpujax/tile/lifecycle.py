@@ -119,7 +119,10 @@ def _finish(state: TileState, new: Array, key: Array | None, what: str) -> TileS
 
 
 def _clip(state: TileState, w: Array) -> Array:
-    return jnp.clip(w, state.device["min_bound"], state.device["max_bound"])
+    """Clip to the device bounds with aihwkit's C-macro semantics: a NaN weight becomes
+    ``max_bound`` (its ``MIN(w, max)`` then ``MAX(w, min)``), where ``jnp.clip`` would keep NaN."""
+    lo, hi = state.device["min_bound"], state.device["max_bound"]
+    return jnp.where(w < hi, jnp.where(w > lo, w, lo), hi)
 
 
 def _is_static_number(value: Any) -> bool:
@@ -253,8 +256,9 @@ def drift_weights(state: TileState, delta_t: float | Array, key: Array) -> TileS
     * if ``|prev − w| > reset_tol`` (the weight was changed since the last drift call, e.g. by an
       update): restart its drift, ``t = current_t``, ``w0 = w`` (weight left as is);
     * else ``ν = drift_nu`` (times ``1 + nu_std·ξ`` if ``nu_std > 0``; minus
-      ``nu_k·ln((w − w_offset)/wg_ratio + g_offset) − nu_k·log_g0`` if ``nu_k ≠ 0``, which is NaN for a
-      negative argument, as in aihwkit), ``Δ = max(current_t − t, 1)``,
+      ``nu_k·ln((w − w_offset)/wg_ratio + g_offset) − nu_k·log_g0`` if ``nu_k ≠ 0``: NaN for a
+      negative argument, as in aihwkit, whose clip then sets the weight to ``max_bound``; same here
+      for pulsed devices), ``Δ = max(current_t − t, 1)``,
       ``w = w0·Δ^−ν + a·(Δ^−ν − 1)`` with ``a = g_offset·wg_ratio + w_offset`` (0 if below
       ``reset_tol``). Drift is therefore not cumulative: repeated calls move ``w0`` along one curve;
 

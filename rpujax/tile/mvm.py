@@ -22,11 +22,9 @@ own ``fold_in`` of the round key. The same key gives the same result with or wit
 under ``vmap``.
 
 Numerical notes. Products use ``Precision.HIGHEST`` so that float32 results do not depend on the
-backend's default (TF32 on recent GPUs), which matters for the quantisation boundaries. Normals
-and uniforms are drawn with one Threefry-2x32 hash per two 32-bit words (the classic,
-non-partitionable counter layout) when the key is a Threefry key, which is about twice as fast on
-CPU as ``jax.random.normal`` under the partitionable layout; other key implementations fall back to
-``jax.random``.
+backend's default (TF32 on recent GPUs), which matters at the quantisation boundaries. Noise is
+drawn with ``jax.random.normal`` / ``uniform`` (which XLA fuses into the surrounding elementwise
+work; a hand-rolled Threefry layout was faster in isolation but much slower once fused).
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.random import threefry_2x32
 
 from rpujax.configs.io import (
     AnalogMVType,
@@ -87,31 +84,14 @@ def _as_key(key: Array) -> Array:
     return jax.random.wrap_key_data(key)
 
 
-def _uniform_bits(key: Array, shape: tuple[int, ...]) -> Array:
-    """``uint32`` random words of ``shape``; two words per Threefry hash for Threefry keys."""
-    if str(jax.random.key_impl(key)) != "threefry2x32":
-        return jax.random.bits(key, shape, jnp.uint32)
-    kd = jax.random.key_data(key)
-    n = math.prod(shape)
-    bits = threefry_2x32((kd[0], kd[1]), jnp.arange(max(n, 1), dtype=jnp.uint32))
-    return bits[:n].reshape(shape)
-
-
 def _uniform(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
-    """Uniform draws in [0, 1) with 23 random mantissa bits."""
-    bits = _uniform_bits(key, shape)
-    one = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
-    return (one - 1.0).astype(dtype)
+    """Uniform draws in [0, 1)."""
+    return jax.random.uniform(key, shape, dtype)
 
 
 def _normal(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
-    """Standard normal draws by inverse CDF of a symmetric open-interval uniform."""
-    bits = _uniform_bits(key, shape)
-    f = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
-    # f = m·2^-23 with m in [0, 2^23); u = 2f - 1 + 2^-23 lies on a symmetric grid inside (-1, 1)
-    # and every step is exact in float32, so erfinv never sees ±1.
-    u = 2.0 * f - 1.0 + np.float32(2.0**-23)
-    return (np.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)).astype(dtype)
+    """Standard normal draws."""
+    return jax.random.normal(key, shape, dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,10 +444,11 @@ def analog_forward(
     def run(scale: Array, k: int | Array) -> tuple[Array, Array]:
         return _analog_mv(io, weights, params, x, scale, jax.random.fold_in(key, k), False, bm_on)
 
-    if not bm_on:
-        scale = nm_factor(nu)
-        y, _ = run(scale, 0)
-    else:
+    # Round 0 for the whole batch: one product; in the common case nothing else runs.
+    scale = nm_factor(nu)
+    y, passed = run(scale, 0)
+
+    if bm_on:
         inp_res = np.float32(io.inp_res_eff)
         res_limit = np.float32(io.max_bm_res) / inp_res if inp_res > 0 else np.float32(np.inf)
 
@@ -479,10 +460,12 @@ def analog_forward(
             and io.noise_management is not NoiseManagementType.ABS_MAX_NP_SUM
         )
         npsum = _npsum_scale(io, x) if worst else None
+        r0 = jnp.ones_like(nu)
+        done0 = zero | passed | at_limit(r0)
 
-        # One loop for all rounds (a single copy of the pass in the program): every sample that
-        # has not passed runs the next round with the whole batch; in the common case the loop
-        # body runs once. Round k draws its noise from fold_in(key, k).
+        # Retries while any sample still clips: the round runs for the whole batch (fresh noise
+        # from fold_in(key, round)) and is kept only for the samples that needed it, which then
+        # continue with their own r; the others keep their earlier result.
         def cond(carry):
             return ~jnp.all(carry[-1])
 
@@ -490,7 +473,7 @@ def analog_forward(
             it, r, nu_c, scale_c, y_c, done = carry
             it = it + 1
             active = ~done
-            r_new = 2.0 * r  # r starts at 1/2, as the CPU tile's reduction factor
+            r_new = 2.0 * r
             nu_new = nu_c
             if worst:
                 # The second round switches to the worst-case NM scale and restarts at r = 1.
@@ -506,17 +489,13 @@ def analog_forward(
             done = done | p_k | at_limit(r_new)
             return it, r, nu_c, scale_c, y_c, done
 
-        batch, d_out = x.shape[0], weights.shape[0]
-        carry = (
-            jnp.asarray(-1, jnp.int32),
-            jnp.full_like(nu, 0.5),
-            nu,
-            jnp.ones_like(nu),
-            jnp.zeros((batch, d_out), x.dtype),
-            zero,
-        )
-        carry = jax.lax.while_loop(cond, body, carry)
-        scale, y = carry[3], carry[4]
+        def retry(operands):
+            scale0, y0 = operands
+            carry = (jnp.asarray(0, jnp.int32), r0, nu, scale0, y0, done0)
+            carry = jax.lax.while_loop(cond, body, carry)
+            return carry[3], carry[4]
+
+        scale, y = jax.lax.cond(jnp.all(done0), lambda ops: ops, retry, (scale, y))
 
     y = y * (np.float32(io.out_scale) / scale)[:, None]
     y = jnp.where(zero[:, None], 0.0, y)
