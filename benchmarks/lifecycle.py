@@ -41,7 +41,10 @@ def _interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], rounds: int, 
         for _ in range(warmup):
             jax.block_until_ready(fn(*args))
     times: dict[str, list[float]] = {name: [] for name in fns}
+    first_fn, first_args = next(iter(fns.values()))
     for _ in range(rounds):
+        # untimed call: the first call of a round otherwise pays for waking the thread pool
+        jax.block_until_ready(first_fn(*first_args))
         for name, (fn, args) in fns.items():
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
@@ -80,16 +83,17 @@ def main() -> None:
     }
     # Each jitted call returns what the operator changes (the weights; drift also its memory), as it
     # would inside a jitted training step, where unchanged state leaves are passed through for free.
-    def changed(st):
-        return st.weights, st.drift
-
     ops = {
-        "decay_weights": (jax.jit(lambda st: changed(lifecycle.decay_weights(st, 1.0))), (state,), "affine"),
-        "diffuse_weights": (jax.jit(lambda st, k: changed(lifecycle.diffuse_weights(st, k))), (state, k_run), "normal"),
-        "drift_weights": (jax.jit(lambda st, k: changed(lifecycle.drift_weights(st, 1.0, k))), (state, k_run), "normal"),
-        "reset": (jax.jit(lambda st, k: changed(lifecycle.reset(st, k))), (state, k_run), "normal"),
-        "reset_prob_0.3": (jax.jit(lambda st, k: changed(lifecycle.reset(st, k, 0.3))), (state, k_run), "normal"),
-        "post_update_step": (jax.jit(lambda st, k: changed(lifecycle.post_update_step(st, k))), (state, k_run), "normal"),
+        "decay_weights": (jax.jit(lambda st: lifecycle.decay_weights(st, 1.0).weights), (state,), "affine"),
+        "diffuse_weights": (jax.jit(lambda st, k: lifecycle.diffuse_weights(st, k).weights), (state, k_run), "normal"),
+        "drift_weights": (
+            jax.jit(lambda st, k: (lambda o: (o.weights, o.drift))(lifecycle.drift_weights(st, 1.0, k))),
+            (state, k_run),
+            "normal",
+        ),
+        "reset": (jax.jit(lambda st, k: lifecycle.reset(st, k).weights), (state, k_run), "normal"),
+        "reset_prob_0.3": (jax.jit(lambda st, k: lifecycle.reset(st, k, 0.3).weights), (state, k_run), "normal"),
+        "post_update_step": (jax.jit(lambda st, k: lifecycle.post_update_step(st, k).weights), (state, k_run), "normal"),
     }
 
     fns = {f"floor_{name}": fa for name, fa in floors.items()}

@@ -152,7 +152,7 @@ def main() -> None:
         t0 = time.perf_counter()
         w, b = train(cfg, train_data, args.epochs, jax.random.fold_in(key, 1))
         t1 = time.perf_counter()
-        mean, std = accuracy_over_time(w, b, test_data, args.seeds, jax.random.fold_in(key, 2))
+        mean, std = jax.block_until_ready(accuracy_over_time(w, b, test_data, args.seeds, jax.random.fold_in(key, 2)))
         t2 = time.perf_counter()
         results[name] = (digital_accuracy(w, b, test_data), np.asarray(mean), np.asarray(std))
         print(f"{name}: trained in {t1 - t0:.1f} s, evaluated {len(TIMES)} times x {args.seeds} seeds in {t2 - t1:.1f} s")

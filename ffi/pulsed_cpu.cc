@@ -16,7 +16,7 @@
 // The scalars are doubles because the JAX side holds them as Python floats (device_rules.h).
 //
 // Design (costs measured in shared/notes/cpu-pulsed-update-floor.md): nearly all of the time goes
-// into the normal random numbers, so everything is arranged around computing them 16 at a time.
+// into the normal random numbers, so everything is arranged around computing them in vector lanes.
 // - The x bit lines of all samples (BL bits per column, packed in ceil(bl_max / 32) uint32 words)
 //   are drawn once per call before the row work; the d bit lines of a row are drawn by the task
 //   that owns the row. n_ij = popcount(x_bits_j & d_bits_i) summed over the words.
@@ -25,12 +25,13 @@
 //   runs it: results are bit-identical for any thread count.
 // - ConstantStep: the summed form (one normal per element-sample) where the guard holds; the
 //   elements that fail the guard, and every element of the other kinds, take the per-pulse path:
-//   the row's active elements are sorted by pulse count (counting sort) and run 16 at a time, so
+//   the row's active elements are sorted by pulse count (counting sort) and run L at a time, so
 //   the lanes of a group need nearly the same number of pulses.
 // - SIMD by construction: the rules and the math of device_rules.h are templates over a lane
-//   policy; here they are instantiated with 16-lane GCC vector types (`VecLanes`), which gcc and
-//   clang lower to AVX-512, AVX2, SSE or NEON as the build allows. Threefry stays the one in rng.h:
-//   it is evaluated per lane in straight-line code that the SLP vectoriser turns into vector ops.
+//   policy; here they are instantiated with GCC vector types of the build's native width
+//   (`VecLanes`: 16 lanes with AVX-512, 8 with AVX2, 4 with SSE / NEON). Threefry stays the one
+//   in rng.h: it is evaluated per lane in straight-line code that the SLP vectoriser turns into
+//   vector operations.
 // - Threads: XLA's intra-op pool (ffi::ThreadPool); the handler thread works too, and the handler
 //   returns an ffi::Future that completes when the last task is done.
 #include <algorithm>
@@ -70,11 +71,21 @@ using rules::Consts;
 #define RPUJAX_NOINLINE __attribute__((noinline))
 #define RPUJAX_INLINE inline __attribute__((always_inline))
 
-// ---- 16-lane vector policy -----------------------------------------------------------------------
+// ---- the vector lane policy ----------------------------------------------------------------------
+// L float32 lanes: one register of the widest vector ISA the build targets (16 with AVX-512, 8 with
+// AVX, 4 otherwise). GCC vector types make every operator of the rules a vector operation; the few
+// operations that are not operators use the ISA's intrinsics, or straight-line per-lane code that
+// gcc's SLP vectoriser handles at the native width.
+#if defined(__AVX512F__)
 constexpr int L = 16;
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-typedef uint32_t vu __attribute__((vector_size(64)));
+#elif defined(__AVX__)
+constexpr int L = 8;
+#else
+constexpr int L = 4;
+#endif
+typedef float vf __attribute__((vector_size(4 * L)));
+typedef int32_t vi __attribute__((vector_size(4 * L)));
+typedef uint32_t vu __attribute__((vector_size(4 * L)));
 
 struct VecLanes {
   using F = vf;
@@ -90,15 +101,22 @@ struct VecLanes {
   RPUJAX_INLINE static F sqrt(F x) {
 #if defined(__AVX512F__)
     return (vf)_mm512_sqrt_ps((__m512)x);
+#elif defined(__AVX__)
+    return (vf)_mm256_sqrt_ps((__m256)x);
+#elif defined(__SSE2__)
+    return (vf)_mm_sqrt_ps((__m128)x);
 #else
     F r;
     for (int l = 0; l < L; ++l) r[l] = __builtin_sqrtf(x[l]);
     return r;
 #endif
   }
+  // fused where the scalar policy fuses (rules::ScalarLanes::fma), so that both agree
   RPUJAX_INLINE static F fma(F a, F b, F c) {
 #if defined(__AVX512F__)
     return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && defined(__AVX__)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
 #elif defined(__FMA__) || defined(__aarch64__)
     F r;
     for (int l = 0; l < L; ++l) r[l] = __builtin_fmaf(a[l], b[l], c[l]);
@@ -107,9 +125,13 @@ struct VecLanes {
     return a * b + c;
 #endif
   }
-  RPUJAX_INLINE static F rint(F x) {
+  RPUJAX_INLINE static F rint(F x) {  // round half to even
 #if defined(__AVX512F__)
     return (vf)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__AVX__)
+    return (vf)_mm256_round_ps((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#elif defined(__SSE4_1__)
+    return (vf)_mm_round_ps((__m128)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
     F r;
     for (int l = 0; l < L; ++l) r[l] = __builtin_rintf(x[l]);
@@ -120,6 +142,8 @@ struct VecLanes {
   RPUJAX_INLINE static F gather(const float* table, I i) {
 #if defined(__AVX512F__)
     return (vf)_mm512_i32gather_ps((__m512i)i, table, 4);
+#elif defined(__AVX2__)
+    return (vf)_mm256_i32gather_ps(table, (__m256i)i, 4);
 #else
     F r;
     for (int l = 0; l < L; ++l) r[l] = table[i[l]];
@@ -151,6 +175,10 @@ RPUJAX_INLINE void storeu(uint32_t* p, vu v) { std::memcpy(p, &v, sizeof(v)); }
 RPUJAX_INLINE uint32_t lane_bits(vi m) {
 #if defined(__AVX512F__)
   return static_cast<uint32_t>(_mm512_test_epi32_mask((__m512i)m, (__m512i)m));
+#elif defined(__AVX__)
+  return static_cast<uint32_t>(_mm256_movemask_ps((__m256)m));
+#elif defined(__SSE2__)
+  return static_cast<uint32_t>(_mm_movemask_ps((__m128)m));
 #else
   uint32_t r = 0;
   for (int l = 0; l < L; ++l) r |= static_cast<uint32_t>(m[l] != 0) << l;
@@ -158,9 +186,13 @@ RPUJAX_INLINE uint32_t lane_bits(vi m) {
 #endif
 }
 
-RPUJAX_INLINE bool any_lane(vi m) { return lane_bits(m) != 0; }
+RPUJAX_INLINE bool any_lane(vi m) { return lane_bits(m != 0) != 0; }
 
-RPUJAX_INLINE vu iota_u() { return vu{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
+RPUJAX_INLINE vu iota_u() {
+  vu r;
+  for (int l = 0; l < L; ++l) r[l] = static_cast<uint32_t>(l);
+  return r;
+}
 
 // w[j[l]] = v[l] for the first nl lanes (the other lanes may repeat an index).
 RPUJAX_INLINE void scatter_live(float* w, vi j, vf v, int nl) {
@@ -171,13 +203,13 @@ RPUJAX_INLINE void scatter_live(float* w, vi j, vf v, int nl) {
 #endif
 }
 
-struct Words16 {
+struct WordsV {
   vu y0, y1;
 };
 
-// rng::threefry2x32 on 16 counter pairs (straight-line per-lane code, vectorised by SLP).
-RPUJAX_INLINE Words16 threefry16(uint32_t s0, uint32_t s1, vu c0, vu c1) {
-  Words16 r;
+// rng::threefry2x32 on L counter pairs (straight-line per-lane code, vectorised by SLP).
+RPUJAX_INLINE WordsV threefry_v(uint32_t s0, uint32_t s1, vu c0, vu c1) {
+  WordsV r;
   for (int l = 0; l < L; ++l) {
     const rng::Words y = rng::threefry2x32(s0, s1, c0[l], c1[l]);
     r.y0[l] = y.y0;
@@ -186,15 +218,15 @@ RPUJAX_INLINE Words16 threefry16(uint32_t s0, uint32_t s1, vu c0, vu c1) {
   return r;
 }
 
-// Normals of stream (purpose, sub) for element indices c1 (16 lanes).
-RPUJAX_INLINE vf normals16(uint32_t s0, uint32_t s1, uint32_t purpose, uint32_t sub, vu c1) {
-  const Words16 y = threefry16(s0, s1, vu{} + rng::stream_c0(purpose, sub), c1);
+// Normals of stream (purpose, sub) for the element indices c1.
+RPUJAX_INLINE vf normals_v(uint32_t s0, uint32_t s1, uint32_t purpose, uint32_t sub, vu c1) {
+  const WordsV y = threefry_v(s0, s1, vu{} + rng::stream_c0(purpose, sub), c1);
   return rules::fm::normal<VecLanes>((vi)((y.y0 >> 8) + 1u), (vi)(y.y1 >> 8));
 }
 
-// uniform24 of the y0 words of 16 counter pairs.
-RPUJAX_INLINE vf uniforms16(uint32_t s0, uint32_t s1, vu c0, vu c1) {
-  const Words16 y = threefry16(s0, s1, c0, c1);
+// uniform24 of the y0 words of L counter pairs.
+RPUJAX_INLINE vf uniforms_v(uint32_t s0, uint32_t s1, vu c0, vu c1) {
+  const WordsV y = threefry_v(s0, s1, c0, c1);
   return VecLanes::to_f((vi)(y.y0 >> 8)) * rng::kTwoNeg24;
 }
 
@@ -253,7 +285,7 @@ RPUJAX_NOINLINE void make_xbits(const float* px, int64_t X, int bl, int nw, uint
       vu word = vu{};
       const int k_end = std::min(bl, 32 * wd + 32);
       for (int kk = 32 * wd; kk < k_end; ++kk) {
-        const vf u = uniforms16(s0, s1, vu{} + rng::stream_c0(rng::kXBit, static_cast<uint32_t>(kk)), col);
+        const vf u = uniforms_v(s0, s1, vu{} + rng::stream_c0(rng::kXBit, static_cast<uint32_t>(kk)), col);
         word |= (vu)(u < p) & (1u << (kk - 32 * wd));
       }
       uint32_t wt[L];
@@ -269,7 +301,7 @@ RPUJAX_INLINE void make_dbits(float pd_abs, int64_t i, int bl, int nw, uint32_t 
   const vu row = vu{} + static_cast<uint32_t>(i);
   for (int k0 = 0; k0 < bl; k0 += L) {
     const vu pos = iota_u() + static_cast<uint32_t>(k0);
-    const vf u = uniforms16(s0, s1, pos | (rng::kDBit << rng::kPurposeShift), row);
+    const vf u = uniforms_v(s0, s1, pos | (rng::kDBit << rng::kPurposeShift), row);
     const uint32_t bits = lane_bits((u < pd_abs) & ((vi)pos < bl));
     out[k0 >> 5] |= bits << (k0 & 31);
   }
@@ -279,8 +311,8 @@ RPUJAX_INLINE void make_dbits(float pd_abs, int64_t i, int bl, int nw, uint32_t 
 // Signed counts of row i, sample b into cnt[0..X) (+n: n down pulses, -n: n up pulses); cnt[X..X+L)
 // stays 0. Down where sign(px_j) == sign(pd_i). Return whether any count is non-zero.
 
-RPUJAX_INLINE vu popcount16(vu v) {
-#if defined(__AVX512VPOPCNTDQ__)
+RPUJAX_INLINE vu popcount_v(vu v) {
+#if defined(__AVX512VPOPCNTDQ__) && defined(__AVX512F__)
   return (vu)_mm512_popcnt_epi32((__m512i)v);
 #else
   v = v - ((v >> 1) & 0x55555555u);
@@ -300,8 +332,8 @@ RPUJAX_NOINLINE bool counts_stochastic(const uint32_t* xb, const uint32_t* db, i
   vu any = vu{};
   int64_t j0 = 0;
   for (; j0 + L <= X; j0 += L) {
-    vu n = popcount16(loadu(xb + j0) & db[0]);
-    for (int wd = 1; wd < nw; ++wd) n += popcount16(loadu(xb + wd * X + j0) & db[wd]);
+    vu n = popcount_v(loadu(xb + j0) & db[0]);
+    for (int wd = 1; wd < nw; ++wd) n += popcount_v(loadu(xb + wd * X + j0) & db[wd]);
     const vi neg = loadf(px + j0) < 0.0f;
     storei(cnt + j0, neg != negd ? -(vi)n : (vi)n);
     any |= n;
@@ -368,7 +400,7 @@ void sort_by_count(const int32_t* cnt, const int32_t* cand, int64_t m, int cap, 
 }
 
 // Applies the |cnt[j]| pulses of every element j of list[0..m) one by one (pulse t with normal
-// PULSE_NORMAL(t)), 16 elements at a time.
+// PULSE_NORMAL(t)), L elements at a time.
 template <int KIND, bool NORMAL>
 RPUJAX_NOINLINE void pulse_groups(const Consts& k, float* w, const float* const* prm, const int32_t* cnt,
                                   const int32_t* list, int64_t m, uint32_t s0, uint32_t s1, uint32_t c1_base) {
@@ -388,7 +420,7 @@ RPUJAX_NOINLINE void pulse_groups(const Consts& k, float* w, const float* const*
     int32_t tmax = 0;
     for (int l = 0; l < L; ++l) tmax = std::max(tmax, n[l]);
     for (int32_t t = 0; t < tmax; ++t) {
-      const vf xi = NORMAL ? normals16(s0, s1, rng::kPulseNormal, static_cast<uint32_t>(t), c1) : vf{};
+      const vf xi = NORMAL ? normals_v(s0, s1, rng::kPulseNormal, static_cast<uint32_t>(t), c1) : vf{};
       const vf v = rules::Rule<KIND>::template pulse<VecLanes>(k, wv, p, down, xi);
       wv = t < n ? v : wv;
     }
@@ -415,7 +447,7 @@ RPUJAX_INLINE void run_pulses(const Consts& k, float* w, const float* const* prm
 
 // ---- ConstantStep summed form --------------------------------------------------------------------
 
-// The chunk of 16 elements at column j0 (pointers already offset to j0). Returns the lanes whose
+// The chunk of L elements at column j0 (pointers already offset to j0). Returns the lanes whose
 // guard fails (they keep their weight and go through the per-pulse path).
 template <bool NORMAL>
 RPUJAX_INLINE uint32_t summed_chunk(const Consts& k, float* w, const float* const* prm, const int32_t* cnt,
@@ -426,7 +458,7 @@ RPUJAX_INLINE uint32_t summed_chunk(const Consts& k, float* w, const float* cons
   const vf nf = VecLanes::to_f(n);
   vf sqrt_n_xi = vf{};
   if (NORMAL) {
-    const Words16 y = threefry16(s0, s1, vu{} + rng::stream_c0(rng::kSumNormal, 0u),
+    const WordsV y = threefry_v(s0, s1, vu{} + rng::stream_c0(rng::kSumNormal, 0u),
                                  iota_u() + (c1_base + static_cast<uint32_t>(j0)));
     sqrt_n_xi = rules::fm::sqrt_n_normal<VecLanes>(nf, (vi)((y.y0 >> 8) + 1u), (vi)(y.y1 >> 8));
   }
@@ -475,7 +507,7 @@ RPUJAX_NOINLINE int64_t summed_row(const Consts& k, float* w, const float* const
 
 RPUJAX_INLINE void write_noise_chunk(float wn, float* app, const float* pers, const int32_t* cnt, int64_t j0,
                                      uint32_t s0, uint32_t s1, uint32_t c1_base) {
-  const vf xi = normals16(s0, s1, rng::kWriteNoise, 0u, iota_u() + (c1_base + static_cast<uint32_t>(j0)));
+  const vf xi = normals_v(s0, s1, rng::kWriteNoise, 0u, iota_u() + (c1_base + static_cast<uint32_t>(j0)));
   const vf a = loadf(app);
   storef(app, loadi(cnt) != 0 ? loadf(pers) + wn * xi : a);
 }

@@ -849,3 +849,36 @@ def test_non_inference_tile_is_rejected():
     state = tile.init(key(99), 4, 4, FloatingPointRPUConfig())
     with pytest.raises(TypeError, match="InferenceRPUConfig"):
         inference.program_weights(state, key(100))
+
+
+def test_forward_uses_the_tile_mvm_with_the_same_key():
+    """Without a modifier the training forward is exactly the tile's analog MVM for the same key,
+    and the eval forward multiplies it by alpha (default forward IO: noise, quantisation, BM)."""
+    state = _tile(InferenceRPUConfig(), k=101)
+    x = jax.random.normal(key(102), (5, 12))
+    np.testing.assert_array_equal(inference.forward(state, x, key(103)), tile.forward(state, x, key(103)))
+    drifted = inference.drift_weights(inference.program_weights(state, key(104)), 3600.0, key(105))
+    np.testing.assert_allclose(
+        inference.forward(drifted, x, key(103), is_test=True),
+        drifted.aux["alpha"] * tile.forward(drifted, x, key(103)),
+        rtol=1e-6,
+    )
+
+
+def test_configs_round_trip_through_checkpoint_dicts():
+    import json
+
+    from rpujax.tile.checkpoint import config_from_dict, config_to_dict
+
+    table = {"g_lst": [0.0, 10.0, 25.0], "nu_mean_lst": [0.1, 0.05, 0.02], "nu_std_lst": [0.02, 0.01, 0.005]}
+    configs = [
+        InferenceRPUConfig(),
+        TorchInferenceRPUConfig(modifier=WeightModifierParameter(type="DISCRETIZE", res=0.1)),
+        InferenceRPUConfig(noise_model=CustomDriftPCMLikeNoiseModel(custom_drift_model=table)),
+        InferenceRPUConfig(noise_model=ReRamCMONoiseModel(), drift_compensation=None),
+        InferenceRPUConfig(noise_model=ReRamWan2022NoiseModel(g_converter=NPairConductanceConverter(f_lst=(1.0, 2.0)))),
+        InferenceRPUConfig(noise_model=HermesNoiseModel(num_devices=1), drift_compensation=PerColumnDriftCompensation()),
+    ]
+    for cfg in configs:
+        again = config_from_dict(json.loads(json.dumps(config_to_dict(cfg))))
+        assert again == cfg and hash(again) == hash(cfg)

@@ -32,6 +32,8 @@ Tolerances: |ours − ref| ≤ Z·sqrt(SE_ours² + SE_ref² + SE_table²) + floo
 Spreads over elements (the ``std`` entries of the summaries) are compared as variances corrected
 for the per-element estimation noise at each side's R: E[s²] = Var_true + mean_k τ_k², with
 τ_k² = σ_k²/R for means and σ_k²(κ_k − 1)/(4R) for stds.
+The reference's summary stds are sample stds with ddof = 1 (torch's default; visible in the
+deterministic variant), and so are ours.
 
 The raw repeats the reference lists for element (0, 0) must lie on our ADC lattice
 ``k·out_res_eff·ν`` (a direct check of the ADC step and the noise-management scale).
@@ -258,7 +260,7 @@ def _check_variant(name: str, stats: Stats, variant, w, x, ideal, io: IOParamete
         _assert_close("per_output_std_err", stats.std.mean(0), variant["per_output_std_err"], floor.mean(0))
         for key, scale in (("mean_err", 1.0), ("mean_err_over_nm_scale", nm)):
             _assert_close(f"{key}.mean", np.mean(stats.mean / scale), variant[key]["mean"], np.mean(allow / scale))
-            _assert_close(f"{key}.std", np.std(stats.mean / scale), variant[key]["std"], np.mean(allow / scale))
+            _assert_close(f"{key}.std", np.std(stats.mean / scale, ddof=1), variant[key]["std"], np.mean(allow / scale))
         rmse = math.sqrt(np.mean(stats.mean**2))
         _assert_close("rel_rmse", rmse / rms_ideal, variant["rel_rmse"], math.sqrt(np.mean(allow**2)) / rms_ideal)
         return
@@ -314,9 +316,9 @@ def _check_variant(name: str, stats: Stats, variant, w, x, ideal, io: IOParamete
         check(f"{key}.mean", lambda m, s, n: np.mean(pick(m, s) / scale), variant[key]["mean"],
               table=table, fl=np.mean(floor / scale))
         ref_var = variant[key]["std"] ** 2 - np.mean(tau2(stats.std, r_ref) / scale**2)
-        v_full = np.var(pick(stats.mean, stats.std) / scale)
+        v_full = np.var(pick(stats.mean, stats.std) / scale, ddof=1)
         check(f"{key}.std (as corrected variance)",
-              lambda m, s, n: np.var(pick(m, s) / scale) - np.mean(tau2(s, n) / scale**2), ref_var,
+              lambda m, s, n: np.var(pick(m, s) / scale, ddof=1) - np.mean(tau2(s, n) / scale**2), ref_var,
               table=2 * v_full * table_rel_s if kind == "std" else 0.0,
               fl=(8 * EPS32 * np.max(np.abs(floor / scale))) ** 2)
 

@@ -60,7 +60,7 @@ CASES = [
         "piecewise_wn",
         C.PiecewiseStepDevice(piecewise_up=[1.5, 1.0, 0.5, 0.3], piecewise_down=[0.3, 0.5, 1.0, 1.4], write_noise_std=0.2),
     ),
-    ("piecewise", C.PiecewiseStepDevice(piecewise_up=[1.2, 0.8], piecewise_down=[0.7, 1.1])),
+    ("piecewise_one_node", C.PiecewiseStepDevice(piecewise_up=[1.2], piecewise_down=[0.7])),
 ]
 
 D, X, B, BL_MAX = 19, 37, 5, 31  # X is not a multiple of 16: the kernel's row tails are exercised
@@ -343,6 +343,24 @@ def test_vmap_over_tiles_is_one_call_and_equals_a_loop(fb):
     assert f"tensor<3x{B}x{X}xf32>" not in sig
 
 
+def test_vmap_over_inputs_with_shared_key_and_params(fb):
+    """The other split: weights, px, pd and bl per tile, one key and one parameter set for all."""
+    kw, params, w, pers, _, _, _, kd = _batched_case()
+    rng = np.random.default_rng(3)
+    px = jnp.asarray(rng.uniform(-1, 1, (3, B, X)), jnp.float32)
+    pd = jnp.asarray(rng.uniform(-1, 1, (3, B, D)), jnp.float32)
+    bl = jnp.asarray([[31, 20, 31, 0, 31], [5, 31, 31, 31, 1], [31, 31, 0, 31, 31]], jnp.int32)
+
+    def one(w, p, x, d, l):
+        return fb.apply_pulses(w, p, params[0], x, d, l, kd[0], **kw)
+
+    w_v, p_v = jax.jit(jax.vmap(one))(w, pers, px, pd, bl)
+    for t in range(3):
+        w1, p1 = one(w[t], pers[t], px[t], pd[t], bl[t])
+        np.testing.assert_array_equal(np.asarray(w_v[t]), np.asarray(w1))
+        np.testing.assert_array_equal(np.asarray(p_v[t]), np.asarray(p1))
+
+
 def test_nested_and_partial_vmap(fb):
     kw, params, w, pers, px, pd, bl, kd = _batched_case()
 
@@ -437,3 +455,12 @@ def test_shape_mismatch_raises_at_trace_time(fb):
         fb.apply_pulses(w, None, params[:3], px, pd, bl, _key_data(0), **kw)
     with pytest.raises(ValueError, match=r"persistent has shape"):
         fb.apply_pulses(w, w[:-1], params, px, pd, bl, _key_data(0), **kw)
+
+
+def test_bl_above_bl_max_is_an_error(fb):
+    device = C.ConstantStepDevice()
+    kind, scalars, params, w, _ = _device_setup(device, seed=0)
+    px, pd, bl = _inputs(0, seed=0)
+    with pytest.raises(Exception, match="exceeds bl_max"):
+        jax.block_until_ready(fb.apply_pulses(w, None, params, px, pd, bl, _key_data(0), kind=kind, scalars=scalars,
+                                              mode=0, bl_max=BL_MAX - 1))

@@ -68,17 +68,39 @@ def _quiet_constant(**kw) -> ConstantStepDevice:
     return ConstantStepDevice(**base)
 
 
-_INIT = jax.jit(tile.init, static_argnums=(1, 2, 3), static_argnames=("bias",))
+@functools.lru_cache(maxsize=None)
+def _device_params(device, d_size: int, x_size: int, seed: int) -> dict:
+    """Per-cross-point device parameters, cached per (device config, shape, seed): sampling them
+    compiles a program, and many tests share a device."""
+    sample = jax.jit(sample_device_parameters, static_argnums=(0, 2, 3))
+    return sample(device, jax.random.key(seed), d_size, x_size)
 
 
 def _tile(cfg, d_size=4, x_size=6, w=None, seed=0, bias=False) -> tile.TileState:
-    state = _INIT(jax.random.key(seed), d_size, x_size, cfg, bias=bias)
-    if w is not None:
-        state = tile.set_weights(state, jnp.broadcast_to(jnp.asarray(w, jnp.float32), (d_size, x_size + bias)),
-                                 key=jax.random.key(seed + 1))
-    return state
+    """A TileState built directly (spec §1.4 semantics of set_weights: clip to the device bounds;
+    with write noise, persistent = w and apparent = w + write noise). Initial weights U(-0.1, 0.1)
+    when ``w`` is None."""
+    device = tile.effective_device(cfg)
+    x_total = x_size + (1 if bias else 0)
+    params = dict(_device_params(device, d_size, x_total, seed))
+    rng = np.random.default_rng(seed)
+    weights = rng.uniform(-0.1, 0.1, (d_size, x_total)) if w is None else np.full((d_size, x_total), w)
+    weights = weights.astype(np.float32)
+    if "max_bound" in params:
+        weights = np.clip(weights, np.asarray(params["min_bound"]), np.asarray(params["max_bound"]))
+    if getattr(device, "write_noise_std", 0.0) > 0:
+        params["persistent_weights"] = jnp.asarray(weights)
+        scale = device.write_noise_std * device.dw_min
+        weights = (weights + scale * rng.standard_normal(weights.shape)).astype(np.float32)
+    return tile.TileState(weights=jnp.asarray(weights), device=params, rpu_config=cfg, bias=bias)
 
 
+_BL_A_B = jax.jit(probabilities.bl_a_b, static_argnums=(0, 4))
+_INPUTS = jax.jit(probabilities.pulse_inputs, static_argnums=(0, 5))
+
+
+# Everything in these tests is jitted: eager op-by-op dispatch compiles every small op anew.
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _xd(key, batch, x_size, d_size, scale=1.0):
     kx, kd = jax.random.split(key)
     x = jax.random.uniform(kx, (batch, x_size), minval=-1.0, maxval=1.0)
@@ -159,7 +181,7 @@ def test_same_key_same_result_vmap_vs_loop(name: str) -> None:
 def test_vmap_over_tiles_matches_loop() -> None:
     """A batch of tiles (vmap over states, x, d and keys) equals updating each tile alone."""
     cfg = _cfg(SoftBoundsDevice())
-    states = jax.jit(jax.vmap(lambda k: tile.init(k, 4, 6, cfg)))(jax.random.split(jax.random.key(0), 3))
+    states = jax.tree.map(lambda *a: jnp.stack(a), *[_tile(cfg, 4, 6, seed=s) for s in range(3)])
     x, d = _xd(jax.random.key(1), 3 * 5, 6, 4)
     x, d = x.reshape(3, 5, 6), d.reshape(3, 5, 4)
     keys = jax.random.split(jax.random.key(2), 3)
@@ -350,9 +372,10 @@ def test_per_sample_update_management_batch_of_two_magnitudes() -> None:
     xb = jnp.concatenate([x, x / 4])
     db = jnp.concatenate([d, d])
     kd = jnp.zeros(2, jnp.uint32)
-    bl, px, pd = probabilities.pulse_inputs(upd, xb, db, 0.01, kd, g)
+    inputs = _INPUTS
+    bl, px, pd = inputs(upd, xb, db, 0.01, kd, g)
     for b in range(2):
-        bl1, px1, pd1 = probabilities.pulse_inputs(upd, xb[b : b + 1], db[b : b + 1], 0.01, kd, g)
+        bl1, px1, pd1 = inputs(upd, xb[b : b + 1], db[b : b + 1], 0.01, kd, g)
         assert int(bl[b]) == int(bl1[0])
         np.testing.assert_array_equal(np.asarray(px[b]), np.asarray(px1[0]))
         np.testing.assert_array_equal(np.asarray(pd[b]), np.asarray(pd1[0]))
@@ -370,14 +393,14 @@ def test_fixed_bl_false_grows_the_train_and_needs_a_concrete_lr() -> None:
     without UM); with UM (spec §7.22) the d clipping still uses desired_bl."""
     upd = UpdateParameters(fixed_bl=False, update_bl_management=False, update_management=False, desired_bl=10)
     one = jnp.ones(1, jnp.float32)
-    bl, a, b = probabilities.bl_a_b(upd, one, one, jnp.float32(0.0255), 0.001)
+    bl, a, b = _BL_A_B(upd, one, one, jnp.float32(0.0255), 0.001)
     assert int(bl[0]) == 26 and float(a[0]) == 1.0 and float(b[0]) == 1.0
     assert probabilities.bl_bound(upd, 0.0255, 0.001) == 26
-    bl, a, b = probabilities.bl_a_b(upd, one, one, jnp.float32(0.005), 0.001)
+    bl, a, b = _BL_A_B(upd, one, one, jnp.float32(0.005), 0.001)
     assert int(bl[0]) == 10
     np.testing.assert_allclose(float(a[0]), math.sqrt(0.005 / (0.001 * 10)), rtol=1e-6)
     um = UpdateParameters(fixed_bl=False, update_bl_management=False, desired_bl=10)
-    bl, a, b = probabilities.bl_a_b(um, 2 * one, 0.5 * one, jnp.float32(0.0255), 0.001)
+    bl, a, b = _BL_A_B(um, 2 * one, 0.5 * one, jnp.float32(0.0255), 0.001)
     # k = 25.5 > desired_bl = 10: d_v = 0.5 * 10 / 25.5; A = sqrt(2 / d_v), B = sqrt(d_v / 2)
     d_v = 0.5 * 10 / 25.5
     assert int(bl[0]) == 26
@@ -401,7 +424,7 @@ def test_deterministic_counts_match_the_formulas() -> None:
         out = tile.update(state, x, d, 0.01, jax.random.key(0))
         n = -np.asarray(out.weights) / 0.001  # one pulse moves 0.001 (down for x d > 0)
         g = 0.001
-        bl, a, b = (np.asarray(v) for v in probabilities.bl_a_b(
+        bl, a, b = (np.asarray(v) for v in _BL_A_B(
             cfg.update, jnp.max(jnp.abs(x), 1), jnp.max(jnp.abs(d), 1), jnp.float32(0.01), g))
         xs, ds = np.asarray(x[0], np.float32), np.asarray(d[0], np.float32)
         BL = np.float32(bl[0])
@@ -423,7 +446,7 @@ def test_probability_quantisation() -> None:
     res > 1 suppresses every pulse, as in aihwkit."""
     x, d = _xd(jax.random.key(3), 2, 16, 8)
     g = 0.001
-    inputs = jax.jit(probabilities.pulse_inputs, static_argnums=(0, 5))
+    inputs = _INPUTS
     plain = UpdateParameters()
     bl0, px0, pd0 = inputs(plain, x, d, 0.01, jnp.zeros(2, jnp.uint32), g)
     q = UpdateParameters(res=0.125)
@@ -468,7 +491,7 @@ def test_constant_step_mean_and_variance_match_section_3_7() -> None:
     dw = jax.jit(jax.vmap(lambda k: tile.update(state, x, d, lr, k).weights))(keys)
     dw = np.asarray(dw, np.float64)
 
-    bl, px, pd = probabilities.pulse_inputs(cfg.update, x, d, lr, jnp.zeros(2, jnp.uint32), g)
+    bl, px, pd = _INPUTS(cfg.update, x, d, lr, jnp.zeros(2, jnp.uint32), g)
     bl = int(bl[0])
     p = np.abs(np.asarray(pd[0], np.float64))[:, None] * np.abs(np.asarray(px[0], np.float64))[None, :]
     assert p.max() <= 1.0 and bl > 1
@@ -492,10 +515,16 @@ def test_constant_step_mean_and_variance_match_section_3_7() -> None:
 def _constant_inputs(d_size=2, x_size=3, sigma=0.3, w=0.0, bound=1.0, lr=0.3, batch=1, seed=21):
     dev = _quiet_constant(dw_min_std=sigma, w_max=bound, w_min=-bound)
     kind, names, scalars = kernel_layout(dev)
-    params = sample_device_parameters(dev, jax.random.key(0), d_size, x_size)
-    params = jnp.stack([params[n] for n in names])
-    x, d = _xd(jax.random.key(seed), batch, x_size, d_size)
-    bl, px, pd = probabilities.pulse_inputs(UpdateParameters(), x, d, lr, jnp.zeros(2, jnp.uint32), dev.dw_min)
+
+    @jax.jit
+    def build():
+        params = sample_device_parameters(dev, jax.random.key(0), d_size, x_size)
+        params = jnp.stack([params[n] for n in names])
+        x, d = _xd(jax.random.key(seed), batch, x_size, d_size)
+        bl, px, pd = probabilities.pulse_inputs(UpdateParameters(), x, d, lr, jnp.zeros(2, jnp.uint32), dev.dw_min)
+        return params, px, pd, bl
+
+    params, px, pd, bl = build()
     weights = jnp.full((d_size, x_size), w, jnp.float32)
     return weights, params, px, pd, bl, kind, scalars
 
@@ -552,21 +581,24 @@ def test_guard_fallback_is_exactly_per_pulse(near: str) -> None:
     the summed form."""
     d_size, x_size = 32, 40
     weights, params, px, pd, bl, kind, scalars = _constant_inputs(d_size, x_size, w=0.0, bound=0.6, lr=1.0, batch=3)
+    w = np.zeros((d_size, x_size), np.float32)
     if near == "few":
-        weights = weights.at[0, :5].set(0.59).at[3, 7].set(-0.59)
+        w[0, :5], w[3, 7] = 0.59, -0.59
     else:
-        weights = jnp.full_like(weights, 0.58).at[::2].set(-0.58)
+        w[:], w[::2] = 0.58, -0.58
+    weights = jnp.asarray(w)
     kd = probabilities.key_to_data(jax.random.key(9))
     mixed = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=False)
     exact = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=True)
     s0, s1 = _rng.sample_key(kd[0], kd[1], 0)
     n, _ = jax.jit(jax_backend._counts, static_argnums=(0, 6))(0, s0, s1, px[0], pd[0], bl[0], 31)
+    n, w, lo, hi = np.asarray(n), np.asarray(weights), np.asarray(params[1]), np.asarray(params[0])
     reach = n * 0.001 * (1 + jax_backend.XI_MAX * 0.3)
-    fails = (n > 0) & ((weights - reach < params[1]) | (weights + reach > params[0]))
+    fails = (n > 0) & ((w - reach < lo) | (w + reach > hi))
     nf = int(fails.sum())
     assert (0 < nf <= 256) if near == "few" else (nf > weights.size // 16)
-    np.testing.assert_array_equal(np.asarray(mixed)[np.asarray(fails)], np.asarray(exact)[np.asarray(fails)])
-    ok = np.asarray((n > 0) & ~fails)
+    np.testing.assert_array_equal(np.asarray(mixed)[fails], np.asarray(exact)[fails])
+    ok = (n > 0) & ~fails
     assert ok.any() and not np.array_equal(np.asarray(mixed)[ok], np.asarray(exact)[ok])
 
 

@@ -73,15 +73,18 @@ class AnalogMVType(enum.Enum):
     POS_NEG_SEPARATE_DIGITAL_SUM = "PosNegSeparateDigitalSum"
 
 
-def _check_bound(obj: object, name: str) -> None:
+def _check_bound(obj: object, name: str, convention: str = "") -> None:
     value = getattr(obj, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{type(obj).__name__}.{name} = {value!r}: expected a number > 0 or math.inf")
     if value <= 0:
         raise ValueError(
-            f"{type(obj).__name__}.{name} = {value!r}: expected a number > 0; use math.inf for an "
-            "unbounded range (aihwkit's <=0 convention, which also switches the quantiser off)"
+            f"{type(obj).__name__}.{name} = {value!r}: expected a number > 0; use math.inf for no limit"
+            + convention
         )
+
+
+_BOUND_CONVENTION = " (aihwkit's <= 0 convention for an unbounded range, which also switches the quantiser off)"
 
 
 def _check_res(obj: object, name: str) -> None:
@@ -202,8 +205,8 @@ class IOParameters:
         v.coerce_enum(self, "w_noise_type", WeightNoiseType)
         for name in ("is_perfect", "inp_sto_round", "out_sto_round", "bm_test_negative_bound"):
             v.check_bool(self, name)
-        _check_bound(self, "inp_bound")
-        _check_bound(self, "out_bound")
+        _check_bound(self, "inp_bound", _BOUND_CONVENTION)
+        _check_bound(self, "out_bound", _BOUND_CONVENTION)
         _check_res(self, "inp_res")
         _check_res(self, "out_res")
         for name in (
@@ -228,12 +231,7 @@ class IOParameters:
         v.check_positive(self, "nm_assumed_wmax")
         v.check_range(self, "nm_decay", 0.0, 1.0)
         v.check_int(self, "max_bm_factor", minimum=1)
-        if isinstance(self.r_series_max_total, bool) or not isinstance(self.r_series_max_total, (int, float)) or not (
-            self.r_series_max_total > 0
-        ):
-            raise ValueError(
-                f"IOParameters.r_series_max_total = {self.r_series_max_total!r}: expected a number > 0 or math.inf"
-            )
+        _check_bound(self, "r_series_max_total")
         if self.bound_management is BoundManagementType.SHIFT:
             raise ValueError(
                 "IOParameters.bound_management = BoundManagementType.SHIFT: not supported by aihwkit's "
@@ -279,8 +277,12 @@ class IOParameters:
 
     @property
     def has_nl_calibration(self) -> bool:
-        """Whether the output non-linearity acts (spec §1.5, §2.9 step 1)."""
-        return (self.out_nonlinearity > 0 or self.r_series > 0) and not self.perfect
+        """Whether the output non-linearity acts (spec §1.5, §2.9 step 1).
+
+        As aihwkit's ``hasNLCalibration``: ``out_nonlinearity > 0`` on a non-perfect tile, or any
+        ``r_series > 0`` (a perfect MVM never applies it).
+        """
+        return (self.out_nonlinearity > 0 and not self.perfect) or self.r_series > 0
 
 
 def backward_io(io: IOParameters) -> IOParameters:

@@ -1,8 +1,7 @@
-"""Random draws of the inference code: the tile's counter-based generator (see ``rpujax.tile.mvm``).
+"""Random draws of the inference code (one place, so the generator can be changed in one place).
 
-The MVM's generator draws two 32-bit words per Threefry hash (about twice as fast on CPU as
-``jax.random.normal`` under the partitionable layout) and falls back to ``jax.random`` for other
-key implementations. Same key, same numbers, with or without ``jit`` and under ``vmap``.
+Every draw is ``jax.random`` from an explicit key: the same key gives the same numbers with or
+without ``jit`` and under ``vmap``. Legacy ``uint32[2]`` keys are accepted.
 """
 
 from __future__ import annotations
@@ -12,19 +11,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rpujax.tile import mvm
-
 Array = jax.Array
+
+
+def _typed(key: Array) -> Array:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    return jax.random.wrap_key_data(key)
 
 
 def normal(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
     """Standard normal draws of ``shape``."""
-    return mvm._normal(mvm._as_key(key), tuple(shape), dtype)
+    return jax.random.normal(_typed(key), tuple(shape), dtype)
 
 
 def uniform(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32, minval: float = 0.0, maxval: float = 1.0) -> Array:
     """Uniform draws in ``[minval, maxval)``."""
-    u = mvm._uniform(mvm._as_key(key), tuple(shape), dtype)
-    if minval == 0.0 and maxval == 1.0:
-        return u
-    return (minval + (maxval - minval) * u).astype(dtype)
+    return jax.random.uniform(_typed(key), tuple(shape), dtype, minval, maxval)

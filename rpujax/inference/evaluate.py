@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rpujax.configs.inference import InferenceRPUConfig
+from rpujax.configs.inference import InferenceRPUConfig, ReRamWan2022NoiseModel
 from rpujax.inference.noise import check_inference_time
 from rpujax.inference.tile import drift_weights, program_weights
 from rpujax.tile.state import TileState
@@ -115,15 +115,28 @@ def _evaluate(
     """Per-seed, per-time metric values ``(n_seeds, n_times, ...)``; jitted once per model
     structure, metric function and time list."""
 
+    # Models whose coefficients are looked up by time need static times (unrolled loop); the others
+    # scan over the times, so the program (and its compile time) does not grow with their number.
+    static_times = any(
+        isinstance(leaf.rpu_config.noise_model, ReRamWan2022NoiseModel)
+        for leaf in jax.tree_util.tree_leaves(model, is_leaf=_is_tile)
+        if _is_tile(leaf) and isinstance(leaf.rpu_config, InferenceRPUConfig)
+    )
+
+    def at_time(programmed: Any, k_times: Array, i: Any, t: Any) -> Any:
+        k_drift, k_eval = jax.random.split(jax.random.fold_in(k_times, i))
+        drifted = _map_inference_tiles(lambda s, k: drift_weights(s, t, k), programmed, k_drift)
+        return metric_fn(drifted, k_eval)
+
     def one_seed(seed_key: Array) -> Any:
         k_prog, k_times = jax.random.split(seed_key)
         programmed = _map_inference_tiles(lambda s, k: program_weights(s, k), model, k_prog)
-        results = []
-        for i, t in enumerate(times):
-            k_drift, k_eval = jax.random.split(jax.random.fold_in(k_times, i))
-            drifted = _map_inference_tiles(lambda s, k, t=t: drift_weights(s, t, k), programmed, k_drift)
-            results.append(metric_fn(drifted, k_eval))
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+        if static_times:
+            results = [at_time(programmed, k_times, i, t) for i, t in enumerate(times)]
+            return jax.tree.map(lambda *xs: jnp.stack(xs), *results)
+        steps = (jnp.arange(len(times)), jnp.asarray(times, jnp.float32))
+        _, out = jax.lax.scan(lambda c, it: (c, at_time(programmed, k_times, it[0], it[1])), None, steps)
+        return out
 
     if seed_batch_size is None or seed_batch_size >= seed_keys.shape[0]:
         return jax.vmap(one_seed)(seed_keys)

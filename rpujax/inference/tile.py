@@ -13,7 +13,8 @@ These functions act on a :class:`~rpujax.tile.state.TileState` built with an
 ``fb_valid``              whether ``fb_weights`` has been drawn (False until the first step)
 ``mapping_scales``        ``(D,)`` digital output scales moved out of the tile by remapping (when
                           ``remap.type`` is not NONE); multiply the outputs
-``reference_weights``     the programming targets (set by :func:`program_weights`)
+``reference_weights``     the programming targets (set by :func:`program_weights`; ``set_weights``
+                          should drop it, as aihwkit's does)
 ``programmed_weights``    the weights right after programming
 ``drift_params``          ``(S, D, X)`` per-device drift parameters drawn at programming
 ``drift_baseline``        drift-compensation reference read-out taken right after programming
@@ -69,7 +70,9 @@ __all__ = [
     "program_weights",
 ]
 
-_PROGRAM_KEYS = ("reference_weights", "programmed_weights", "drift_params")
+# What drift needs. ``reference_weights`` is not among them: aihwkit's set_weights forgets the
+# programming targets but keeps the (then stale) programmed weights (spec §7 item 2).
+_PROGRAM_KEYS = ("programmed_weights", "drift_params")
 
 
 def _config(state: TileState, what: str) -> InferenceRPUConfig:
@@ -398,8 +401,9 @@ def drift_weights(state: TileState, t_inference: Any, key: Array) -> TileState:
       key: a ``jax.random`` key (read noise, read-out noise).
 
     Raises:
-      ValueError: if the tile has not been programmed (call :func:`program_weights` first), or for
-        a negative / non-finite concrete ``t_inference``.
+      ValueError: if the tile has not been programmed (call :func:`program_weights` first; aihwkit
+        programs implicitly here, rpujax keeps programming an explicit step with its own key), or
+        for a negative / non-finite concrete ``t_inference``.
     """
     cfg = _config(state, "drift_weights")
     if not is_programmed(state):

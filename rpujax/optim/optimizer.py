@@ -21,6 +21,7 @@ post-update key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -115,7 +116,7 @@ def analog_optimizer(tx: optax.GradientTransformation, learning_rate: float | Sc
     """
     if not callable(learning_rate):
         lr_value = float(learning_rate)
-        if not jnp.isfinite(lr_value) or lr_value < 0:
+        if not math.isfinite(lr_value) or lr_value < 0:
             raise ValueError(f"analog_optimizer: learning_rate = {learning_rate!r}: expected a finite number >= 0")
 
     def init(params: Any, tiles: dict[str, TileState]) -> AnalogOptState:

@@ -80,10 +80,17 @@ def init(
 
     from rpujax.devices import sample_device_parameters
 
-    device = sample_device_parameters(effective_device(rpu_config), k_dev, out_size, x_size, dtype=dtype)
     fwd = sample_periphery_parameters(rpu_config.forward, k_fwd, out_size, x_size, dtype=dtype)
     bwd = sample_periphery_parameters(rpu_config.backward, k_bwd, x_size, out_size, dtype=dtype)
     weights = jax.random.uniform(k_w, (out_size, x_size), dtype, -0.1, 0.1)
+    from rpujax.cells import init_compound_state, is_compound
+
+    if is_compound(rpu_config):  # unit cells / compounds: sub-device stacks (rpujax.cells)
+        parts = init_compound_state(k_dev, out_size, x_size, rpu_config, dtype=dtype)
+        state = TileState(weights=weights, fwd=fwd, bwd=bwd, nm_value=jnp.asarray(-1.0, dtype),
+                          rpu_config=rpu_config, bias=bias, **parts)
+        return _write_weights(state, weights, k_wn)
+    device = sample_device_parameters(effective_device(rpu_config), k_dev, out_size, x_size, dtype=dtype)
     from rpujax.tile.lifecycle import initial_drift_state
 
     state = TileState(
@@ -118,6 +125,10 @@ def effective_device(rpu_config: Any) -> Any:
 
 def _write_weights(state: TileState, weights: Array, key: Array | None) -> TileState:
     """``onSetWeights``: clip to the device bounds; with write noise, set persistent and redraw apparent."""
+    from rpujax.cells import compound_set_weights, is_compound
+
+    if is_compound(state.rpu_config):
+        return compound_set_weights(state, weights, key)
     device = dict(state.device)
     if "max_bound" in device:
         weights = jnp.clip(weights, device["min_bound"], device["max_bound"])

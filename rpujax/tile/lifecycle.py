@@ -129,6 +129,13 @@ def _is_static_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _compound(state: TileState) -> Any:
+    """``rpujax.cells`` when the tile is a unit cell / compound (its operators act per sub-device)."""
+    from rpujax import cells
+
+    return cells if cells.is_compound(state.rpu_config) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # decay
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +160,8 @@ def decay_weights(state: TileState, alpha: float | Array = 1.0, *, key: Array | 
     Returns:
       The new state.
     """
+    if (cells := _compound(state)) is not None:
+        return cells.decay_weights(state, alpha, key=key)
     kind = _kind(state)
     w = _target(state)
     if kind == "pulsed":
@@ -193,6 +202,8 @@ def diffuse_weights(state: TileState, key: Array) -> TileState:
     Returns:
       The new state.
     """
+    if (cells := _compound(state)) is not None:
+        return cells.diffuse_weights(state, key)
     kind = _kind(state)
     w = _target(state)
     k_diff, k_wn = jax.random.split(key)
@@ -275,6 +286,8 @@ def drift_weights(state: TileState, delta_t: float | Array, key: Array) -> TileS
     Returns:
       The new state (weights and drift memory).
     """
+    if (cells := _compound(state)) is not None:
+        return cells.drift_weights(state, delta_t, key)
     if not state.drift:
         return state
     kind = _kind(state)
@@ -391,6 +404,8 @@ def reset_columns(
     Returns:
       The new state.
     """
+    if (cells := _compound(state)) is not None:
+        return cells.reset_columns(state, key, start_column_idx, num_columns, reset_prob)
     kind = _kind(state)
     if kind == "fp":
         raise ValueError(

@@ -19,7 +19,13 @@ Randomness comes only from the ``key`` argument. Bound-management round ``k`` dr
 ``fold_in(key, k)``, so every retry redraws all noise, as in aihwkit. Within a round, each stage
 (input rounding, input noise, weight noise, output noise, output rounding, per pass) draws from its
 own ``fold_in`` of the round key. The same key gives the same result with or without ``jit`` and
-under ``vmap``.
+under ``vmap`` (op by op under ``jax.disable_jit`` the draws are the same; float rounding may
+differ in the last bit).
+
+Bound management is vectorised over the batch: round 0 runs for the whole batch (one product); only
+if some sample clipped does a ``while_loop`` run further rounds, each for the whole batch with fresh
+noise, keeping the result for the samples that still needed it (per-sample ``r``, as on aihwkit's
+CPU tile, not the GPU tile's global ``r``).
 
 Numerical notes. Products use ``Precision.HIGHEST`` so that float32 results do not depend on the
 backend's default (TF32 on recent GPUs), which matters at the quantisation boundaries. Noise is
@@ -61,7 +67,7 @@ __all__ = [
 ]
 
 # fold_in constant deriving the key of the analog backward inside forward's VJP from the forward
-# key. BM rounds use fold_in(key, k) with k < 64, so the streams never overlap.
+# key (BM rounds use fold_in(key, k) with small k; fold_in hashes, so the streams are independent).
 VJP_BACKWARD_FOLD = 0x0BAC0BAC
 
 # Per-stage fold_in constants within one BM round (distinct streams per stage and pass).
@@ -110,7 +116,7 @@ def sample_periphery_parameters(
       ``MAX(v_offset_std·ξ, 0)`` macro draws twice, so the value is 0 with probability 1/2 and
       otherwise an independent ``N(0, v_offset_std²)`` draw (negative values occur).
     * ``out_nonlinearity`` ``(out_size,)`` and ``out_nonlinearity_factor`` ``()`` when the output
-      non-linearity acts (``out_nonlinearity > 0`` or ``r_series > 0``, not perfect):
+      non-linearity acts (``out_nonlinearity > 0`` on a non-perfect tile, or ``r_series > 0``):
       ``|out_nonlinearity / B_o · (1 + out_nonlinearity_std·ξ)|`` with ``B_o = out_bound`` (1 if
       unbounded); the factor is ``f²``, ``f = 1 + (mean|out_nonlinearity| + r_series) ·
       slope_calibration · B_o`` if ``slope_calibration > 0``, else 1.
@@ -382,11 +388,13 @@ def _analog_mv(
         w_neg = w * (wa.T if transposed else wa)
     y_neg = _single_pass(io, w_neg, jnp.minimum(xt, 0.0), params, fold(key, _W_NOISE_NEG), transposed)
     y_pos = _single_pass(io, w, jnp.maximum(xt, 0.0), params, fold(key, _W_NOISE_POS), transposed)
+    k_pos = (fold(key, _OUT_NOISE_POS), fold(key, _OUT_ROUND_POS))
     if io.mv_type is AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM:
-        y_neg, p_neg = _finalize(io, y_neg, params, fold(key, _OUT_NOISE_NEG), fold(key, _OUT_ROUND_NEG), with_bm)
-        y_pos, p_pos = _finalize(io, y_pos, params, fold(key, _OUT_NOISE_POS), fold(key, _OUT_ROUND_POS), with_bm)
+        k_neg = (fold(key, _OUT_NOISE_NEG), fold(key, _OUT_ROUND_NEG))
+        y_neg, p_neg = _finalize(io, y_neg, params, *k_neg, with_bm)
+        y_pos, p_pos = _finalize(io, y_pos, params, *k_pos, with_bm)
         return y_pos + y_neg, p_pos & p_neg
-    return _finalize(io, y_pos + y_neg, params, fold(key, _OUT_NOISE_POS), fold(key, _OUT_ROUND_POS), with_bm)
+    return _finalize(io, y_pos + y_neg, params, *k_pos, with_bm)
 
 
 def _check_2d(name: str, v: Array, width: int, what: str) -> None:
@@ -589,8 +597,9 @@ def _check_input(name: str, v: Array, width: int, weights: Array, what: str) -> 
 
 
 def out_bound_mask(io: IOParameters, y: Array) -> Array:
-    """aihwkit's out-bound gradient mask (spec §2.10, §6.4): False where ``|y| ≥ 0.999·out_scale·out_bound``.
+    """aihwkit's out-bound gradient mask (spec §2.10, §6.4).
 
+    False where ``|y| ≥ 0.999·out_scale·out_bound``, True elsewhere.
     ``y`` is the forward tile output (after the NM/BM rescaling); no mask for an unbounded output.
     Applies even for a perfect forward pass, as in aihwkit.
     """
@@ -671,8 +680,9 @@ def forward_with_state(
     """
     del is_test
     _check_state(state)
-    fwd_io, _ = _io_pair(state)
-    x = _check_input("x", x, state.in_size, state.weights, "in_size" + (" without the bias column" if state.bias else ""))
+    _io_pair(state)
+    what = "in_size" + (" without the bias column" if state.bias else "")
+    x = _check_input("x", x, state.in_size, state.weights, what)
     lead = x.shape[:-1]
     x2 = _with_bias(state, x).reshape((-1, state.x_size))
     y, nm_new = _forward_core(state, x2, _as_key(key))
@@ -713,6 +723,9 @@ def backward_with_state(state: TileState, d: Array, key: Array) -> tuple[Array, 
 
 
 def backward(state: TileState, d: Array, key: Array) -> Array:
-    """Analog backward pass ``dx ≈ Wᵀ d`` (see :func:`backward_with_state`); the NM update is discarded."""
+    """Analog backward pass ``dx ≈ Wᵀ d`` (see :func:`backward_with_state`).
+
+    The updated running ``AVERAGE_ABS_MAX`` value is discarded.
+    """
     dx, _ = backward_with_state(state, d, key)
     return dx

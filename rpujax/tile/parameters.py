@@ -88,8 +88,11 @@ def set_hidden_update_index(state: TileState, index: int | Array) -> TileState:
     Single devices ignore the call and return the state unchanged (aihwkit does the same: the
     index stays 0). Compound devices store ``index`` in ``state.hidden_update_index``.
     """
+    from rpujax import cells
     from rpujax.tile.core import effective_device
 
+    if cells.is_compound(state.rpu_config):
+        return cells.set_hidden_update_index(state, index)
     if _is_single_device(effective_device(state.rpu_config)):
         return state
     if isinstance(index, (bool, float)):
@@ -229,10 +232,13 @@ def hidden_parameter_names(rpu_config: Any) -> tuple[str, ...]:
     SoftBoundsReference ``reference``; PowStepReference ``gamma_up, gamma_down, reference``).
     Empty for ideal and floating-point devices.
     """
+    from rpujax import cells
     from rpujax.configs.devices import PulsedDevice
     from rpujax.devices import BASE_NAMES, extra_parameter_names, uses_persistent_weights
     from rpujax.tile.core import effective_device
 
+    if cells.is_compound(rpu_config):
+        return cells.hidden_parameter_names(rpu_config)
     dev = effective_device(rpu_config)
     if not isinstance(dev, PulsedDevice):
         if _is_single_device(dev):
@@ -248,6 +254,10 @@ def get_hidden_parameters(state: TileState) -> dict[str, Array]:
     Each value is a ``(D, X)`` array (the analog-bias column included). Ideal and floating-point
     tiles have none (empty dict), as in aihwkit. See :func:`hidden_parameter_names`.
     """
+    from rpujax import cells
+
+    if cells.is_compound(state.rpu_config):
+        return cells.get_hidden_parameters(state)
     names = hidden_parameter_names(state.rpu_config)
     missing = [n for n in names if n not in state.device]
     if missing:
@@ -289,6 +299,10 @@ def set_hidden_parameters(state: TileState, params: Mapping[str, Any]) -> TileSt
     (``set_weights`` would clip and, with write noise, redraw the apparent weights.) Use an rpu
     config with the same device class and fields as the aihwkit tile.
     """
+    from rpujax import cells
+
+    if cells.is_compound(state.rpu_config):
+        return cells.set_hidden_parameters(state, params)
     names = hidden_parameter_names(state.rpu_config)
     given = list(params)
     missing = [n for n in names if n not in params]

@@ -96,8 +96,11 @@ def update(
 
 def _apply(state: TileState, x2: Array, d2: Array, lr, key: Array, backend: str, debug_checks: bool) -> TileState:
     from rpujax.pulsed import pulsed_update  # noqa: PLC0415
+    from rpujax.cells import compound_update, is_compound  # noqa: PLC0415
 
     cfg = state.rpu_config
+    if is_compound(cfg):  # unit cells / compounds (rpujax.cells)
+        return compound_update(state, x2, d2, lr, key, backend=backend)
     device = dict(state.device)
     persistent = device.get("persistent_weights")
     weights, persistent = pulsed_update(
