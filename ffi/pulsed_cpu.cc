@@ -249,24 +249,24 @@ struct Call {
   int64_t skeys_ts = 0;
   std::vector<uint32_t> xbits;  // [Tx][B][nw][X]
   int64_t xbits_ts = 0;
-  std::atomic<int64_t> next_row{0};
-  int64_t rows_per_grab = 1;
+  int64_t rows_per_block = 1;
+  std::atomic<int64_t> next_block{0};
 };
 
 // Per-task scratch.
 struct Scratch {
-  std::vector<int32_t> cnt;     // signed counts of the current row and sample (+n down, -n up), padded
-  std::vector<int32_t> cand;    // active / guarded-out elements of the row
+  std::vector<int32_t> cnt;     // signed counts of the current block and sample (+n down, -n up), padded
+  std::vector<int32_t> cand;    // active / guarded-out elements of the block
   std::vector<int32_t> list;    // the same, sorted by pulse count, descending
   std::vector<int32_t> hist;    // counting sort bins
-  std::vector<uint32_t> dbits;  // [B][nw] d bit lines of the current row
+  std::vector<uint32_t> dbits;  // [B][R][nw] d bit lines of the current block
 
   explicit Scratch(const Call& c)
-      : cnt(static_cast<size_t>(c.X + L), 0),
-        cand(static_cast<size_t>(c.X + L)),
-        list(static_cast<size_t>(c.X + L)),
+      : cnt(static_cast<size_t>(c.rows_per_block * c.X + L), 0),
+        cand(static_cast<size_t>(c.rows_per_block * c.X + L)),
+        list(static_cast<size_t>(c.rows_per_block * c.X + L)),
         hist(static_cast<size_t>(c.bl_max) + 2),
-        dbits(static_cast<size_t>(c.B * std::max(c.nw, 1))) {}
+        dbits(static_cast<size_t>(c.B * c.rows_per_block * std::max(c.nw, 1))) {}
 };
 
 // ---- bit lines -----------------------------------------------------------------------------------
@@ -532,92 +532,107 @@ RPUJAX_NOINLINE void write_noise_row(float wn, float* app, const float* pers, co
   }
 }
 
-// ---- one row through all samples ---------------------------------------------------------------
+// ---- a block of rows through all samples ----------------------------------------------------------
+// R consecutive rows of one tile are contiguous in memory (row-major), so after the per-row counts
+// the block is one segment of R X elements for everything elementwise: the summed form, the
+// per-pulse groups and the write noise. Processing rows in blocks fills the per-pulse groups with
+// the few guarded-out elements of several rows at once (ConstantStep sends ~0.3-5 % of elements
+// there; one row alone would leave most of the L lanes of its group empty).
 
 template <int KIND>
-void run_row(const Call& c, Scratch& s, int64_t t, int64_t i) {
+void run_block(const Call& c, Scratch& s, int64_t t, int64_t i0, int64_t R) {
   constexpr int P = rules::num_params(KIND);
-  const int64_t X = c.X, D = c.D;
+  const int64_t X = c.X, D = c.D, n = R * X;
   const bool wn = c.pers != nullptr;
-  float* app = c.w + (t * D + i) * X;
-  float* w = wn ? c.pers + (t * D + i) * X : app;  // the pulses act on the persistent weights
+  float* app = c.w + (t * D + i0) * X;
+  float* w = wn ? c.pers + (t * D + i0) * X : app;  // the pulses act on the persistent weights
   const float* prm[rules::kMaxParams];
-  for (int q = 0; q < P; ++q) prm[q] = c.params + t * c.params_ts + (static_cast<int64_t>(q) * D + i) * X;
+  for (int q = 0; q < P; ++q) prm[q] = c.params + t * c.params_ts + (static_cast<int64_t>(q) * D + i0) * X;
   const float* pd_t = c.pd + t * c.pd_ts;
   const float* px_t = c.px + t * c.px_ts;
   const int32_t* bl_t = c.bl + t * c.bl_ts;
   const uint32_t* keys = c.skeys.data() + t * c.skeys_ts;
   const uint32_t* xbits = c.xbits.data() + t * c.xbits_ts;
-  const uint32_t c1_base = static_cast<uint32_t>(i * X);
+  const uint32_t c1_base = static_cast<uint32_t>(i0 * X);  // counters use the element index i X + j
   int32_t* cnt = s.cnt.data();
+  std::fill(cnt + n, cnt + n + L, 0);  // the padding read by the last (partial) vector chunk
 
-  if (c.mode == 0) {  // this row's d bit lines of every sample
+  if (c.mode == 0) {  // the d bit lines of the block's rows, every sample: dbits[(b R + r) nw + w]
     for (int64_t b = 0; b < c.B; ++b) {
       const int bl = bl_t[b];
-      if (bl > 0)
-        make_dbits(__builtin_fabsf(pd_t[b * D + i]), i, bl, c.nw, keys[2 * b], keys[2 * b + 1],
-                   s.dbits.data() + b * c.nw);
+      if (bl <= 0) continue;
+      for (int64_t r = 0; r < R; ++r)
+        make_dbits(__builtin_fabsf(pd_t[b * D + i0 + r]), i0 + r, bl, c.nw, keys[2 * b], keys[2 * b + 1],
+                   s.dbits.data() + (b * R + r) * c.nw);
     }
   }
 
   for (int64_t b = 0; b < c.B; ++b) {
     const int bl = bl_t[b];
     if (bl <= 0) continue;
-    const float pd_i = pd_t[b * D + i];
     const float* px_b = px_t + b * X;
-    bool any;
-    if (c.mode == 0) {
-      any = counts_stochastic(xbits + b * c.nw * X, s.dbits.data() + b * c.nw, c.nw, X, px_b, pd_i, cnt);
-    } else if (c.mode == 1) {
-      any = counts_mean(px_b, pd_i, bl, X, cnt);
-    } else {
-      any = counts_implicit(px_b, pd_i, bl, X, cnt);
+    bool any = false;
+    for (int64_t r = 0; r < R; ++r) {
+      const float pd_i = pd_t[b * D + i0 + r];
+      int32_t* cr = cnt + r * X;
+      bool a;
+      if (c.mode == 0) {
+        a = counts_stochastic(xbits + b * c.nw * X, s.dbits.data() + (b * R + r) * c.nw, c.nw, X, px_b, pd_i, cr);
+      } else if (c.mode == 1) {
+        a = counts_mean(px_b, pd_i, bl, X, cr);
+      } else {
+        a = counts_implicit(px_b, pd_i, bl, X, cr);
+      }
+      if (!a) std::fill(cr, cr + X, 0);  // a row without pulses may have been skipped early
+      any |= a;
     }
     if (!any) continue;
     const uint32_t s0 = keys[2 * b], s1 = keys[2 * b + 1];
 
     int64_t m = 0;
     if (KIND == rules::kConstantStep) {
-      m = c.k.needs_normal ? summed_row<true>(c.k, w, prm, cnt, X, s0, s1, c1_base, s.cand.data())
-                           : summed_row<false>(c.k, w, prm, cnt, X, s0, s1, c1_base, s.cand.data());
+      m = c.k.needs_normal ? summed_row<true>(c.k, w, prm, cnt, n, s0, s1, c1_base, s.cand.data())
+                           : summed_row<false>(c.k, w, prm, cnt, n, s0, s1, c1_base, s.cand.data());
     } else {
       int32_t* cand = s.cand.data();
-      for (int64_t j = 0; j < X; ++j) {
-        cand[m] = static_cast<int32_t>(j);
-        m += cnt[j] != 0;
+      for (int64_t e = 0; e < n; ++e) {
+        cand[m] = static_cast<int32_t>(e);
+        m += cnt[e] != 0;
       }
     }
     run_pulses<KIND>(c.k, w, prm, cnt, s, m, c.bl_max, s0, s1, c1_base);
-    if (wn) write_noise_row(c.k.write_noise, app, w, cnt, X, s0, s1, c1_base);
+    if (wn) write_noise_row(c.k.write_noise, app, w, cnt, n, s0, s1, c1_base);
   }
 }
 
-using RowFn = void (*)(const Call&, Scratch&, int64_t, int64_t);
+using BlockFn = void (*)(const Call&, Scratch&, int64_t, int64_t, int64_t);
 
-RowFn row_fn(int kind) {
+BlockFn block_fn(int kind) {
   switch (kind) {
-    case 0: return &run_row<0>;
-    case 1: return &run_row<1>;
-    case 2: return &run_row<2>;
-    case 3: return &run_row<3>;
-    case 4: return &run_row<4>;
-    case 5: return &run_row<5>;
-    case 6: return &run_row<6>;
+    case 0: return &run_block<0>;
+    case 1: return &run_block<1>;
+    case 2: return &run_block<2>;
+    case 3: return &run_block<3>;
+    case 4: return &run_block<4>;
+    case 5: return &run_block<5>;
+    case 6: return &run_block<6>;
     default: return nullptr;
   }
 }
 
-// Rows are taken a few at a time from a shared counter (load balance); the result of a row does
+// Blocks are taken one at a time from a shared counter (load balance); the result of a block does
 // not depend on which task runs it.
 void work(const std::shared_ptr<Call>& c) {
   Scratch s(*c);
-  const RowFn fn = row_fn(c->kind);
-  const int64_t rows = c->T * c->D;
+  const BlockFn fn = block_fn(c->kind);
+  const int64_t per_tile = (c->D + c->rows_per_block - 1) / c->rows_per_block;
+  const int64_t blocks = c->T * per_tile;
   for (;;) {
-    const int64_t r0 = c->next_row.fetch_add(c->rows_per_grab, std::memory_order_relaxed);
-    if (r0 >= rows) break;
-    const int64_t r1 = std::min(rows, r0 + c->rows_per_grab);
-    for (int64_t r = r0; r < r1; ++r) fn(*c, s, r / c->D, r % c->D);
+    const int64_t q = c->next_block.fetch_add(1, std::memory_order_relaxed);
+    if (q >= blocks) break;
+    const int64_t t = q / per_tile;
+    const int64_t i0 = (q % per_tile) * c->rows_per_block;
+    fn(*c, s, t, i0, std::min(c->rows_per_block, c->D - i0));
   }
 }
 
@@ -707,10 +722,13 @@ ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, f
     }
   }
 
-  const int64_t rows = c->T * c->D;
+  // Blocks of ~4096 elements (a few rows), at least 4 blocks per task for the load balance.
   const int64_t nthreads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t ntasks = std::min<int64_t>(nthreads, rows);
-  c->rows_per_grab = std::max<int64_t>(1, std::min<int64_t>(8, rows / (8 * ntasks)));
+  c->rows_per_block = std::max<int64_t>(1, std::min<int64_t>(4096 / std::max<int64_t>(c->X, 1), c->D));
+  while (c->rows_per_block > 1 && c->T * ((c->D + c->rows_per_block - 1) / c->rows_per_block) < 4 * nthreads)
+    c->rows_per_block /= 2;
+  const int64_t blocks = c->T * ((c->D + c->rows_per_block - 1) / c->rows_per_block);
+  const int64_t ntasks = std::min<int64_t>(nthreads, blocks);
   if (ntasks <= 1) {
     work(c);
     return ready();

@@ -4,6 +4,7 @@
 #include "rng_ffi.h"
 
 namespace ffi = xla::ffi;
+using rpujax::rng_ffi::keyed_words;
 using rpujax::rng_ffi::Layout;
 
 namespace {
@@ -12,18 +13,10 @@ ffi::Error ThreefryImpl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::U32> c0, ffi
                         ffi::ResultBuffer<ffi::U32> y0, ffi::ResultBuffer<ffi::U32> y1) {
   Layout l;
   if (auto err = rpujax::rng_ffi::check_layout(key, c0, c1, &l); err.failure()) return err;
-  const uint32_t* k = key.typed_data();
-  const uint32_t* a = c0.typed_data();
-  const uint32_t* b = c1.typed_data();
-  uint32_t* o0 = y0->typed_data();
-  uint32_t* o1 = y1->typed_data();
-  for (int64_t e0 = 0, kb = 0; e0 < l.n; e0 += l.per_key, kb += 2) {
-    const uint32_t k0 = k[kb], k1 = k[kb + 1];
-    for (int64_t e = e0; e < e0 + l.per_key; ++e) {
-      const auto w = rpujax::rng::threefry2x32(k0, k1, a[e], b[e]);
-      o0[e] = w.y0;
-      o1[e] = w.y1;
-    }
+  for (int64_t e = 0; e < l.n; ++e) {
+    const auto w = keyed_words(key.typed_data(), c0.typed_data(), c1.typed_data(), e, l.per_key);
+    y0->typed_data()[e] = w.y0;
+    y1->typed_data()[e] = w.y1;
   }
   return ffi::Error::Success();
 }
@@ -32,16 +25,9 @@ ffi::Error NormalsImpl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::U32> c0, ffi:
                        ffi::ResultBuffer<ffi::F32> z) {
   Layout l;
   if (auto err = rpujax::rng_ffi::check_layout(key, c0, c1, &l); err.failure()) return err;
-  const uint32_t* k = key.typed_data();
-  const uint32_t* a = c0.typed_data();
-  const uint32_t* b = c1.typed_data();
-  float* out = z->typed_data();
-  for (int64_t e0 = 0, kb = 0; e0 < l.n; e0 += l.per_key, kb += 2) {
-    const uint32_t k0 = k[kb], k1 = k[kb + 1];
-    for (int64_t e = e0; e < e0 + l.per_key; ++e) {
-      const auto w = rpujax::rng::threefry2x32(k0, k1, a[e], b[e]);
-      out[e] = rpujax::rng::box_muller(w.y0, w.y1);
-    }
+  for (int64_t e = 0; e < l.n; ++e) {
+    const auto w = keyed_words(key.typed_data(), c0.typed_data(), c1.typed_data(), e, l.per_key);
+    z->typed_data()[e] = rpujax::rng::box_muller(w.y0, w.y1);
   }
   return ffi::Error::Success();
 }

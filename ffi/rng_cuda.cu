@@ -7,6 +7,7 @@
 #include "rng_ffi.h"
 
 namespace ffi = xla::ffi;
+using rpujax::rng_ffi::keyed_words;
 using rpujax::rng_ffi::Layout;
 
 namespace {
@@ -17,8 +18,7 @@ __global__ void threefry_kernel(const uint32_t* __restrict__ key, const uint32_t
                                 const uint32_t* __restrict__ c1, uint32_t* __restrict__ y0,
                                 uint32_t* __restrict__ y1, int64_t n, int64_t per_key) {
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t kb = 2 * (e / per_key);
-    const auto w = rpujax::rng::threefry2x32(key[kb], key[kb + 1], c0[e], c1[e]);
+    const auto w = keyed_words(key, c0, c1, e, per_key);
     y0[e] = w.y0;
     y1[e] = w.y1;
   }
@@ -28,8 +28,7 @@ __global__ void normals_kernel(const uint32_t* __restrict__ key, const uint32_t*
                                const uint32_t* __restrict__ c1, float* __restrict__ z, int64_t n,
                                int64_t per_key) {
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < n; e += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t kb = 2 * (e / per_key);
-    const auto w = rpujax::rng::threefry2x32(key[kb], key[kb + 1], c0[e], c1[e]);
+    const auto w = keyed_words(key, c0, c1, e, per_key);
     z[e] = rpujax::rng::box_muller(w.y0, w.y1);
   }
 }

@@ -48,5 +48,12 @@ inline ffi::Error check_layout(const Key& key, const C& c0, const C& c1, Layout*
   return ffi::Error::Success();
 }
 
+// The threefry words of element e (key block e / per_key); shared by the CPU and CUDA handlers.
+RPUJAX_HD rng::Words keyed_words(const uint32_t* key, const uint32_t* c0, const uint32_t* c1, int64_t e,
+                                 int64_t per_key) {
+  const int64_t kb = 2 * (e / per_key);
+  return rng::threefry2x32(key[kb], key[kb + 1], c0[e], c1[e]);
+}
+
 }  // namespace rng_ffi
 }  // namespace rpujax

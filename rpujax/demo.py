@@ -41,6 +41,8 @@ from rpujax.configs import (
     PowStepDevice,
     SingleRPUConfig,
     SoftBoundsDevice,
+    TransferCompound,
+    UnitCellRPUConfig,
 )
 from rpujax.nn import AnalogLinear, convert_to_analog
 
@@ -55,6 +57,9 @@ DEVICES: dict[str, Callable[[], Any]] = {
     "exp-step": lambda: SingleRPUConfig(device=ExpStepDevice()),
     "pow-step": lambda: SingleRPUConfig(device=PowStepDevice()),
     "linear-step": lambda: SingleRPUConfig(device=LinearStepDevice()),
+    "tiki-taka": lambda: UnitCellRPUConfig(
+        device=TransferCompound(unit_cell_devices=(SoftBoundsDevice(), SoftBoundsDevice()))
+    ),
 }
 
 #: Inference times of the drift evaluation, in seconds after programming, with their labels.

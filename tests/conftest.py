@@ -4,9 +4,11 @@
   from the repository root ``import rpujax`` would load the source tree, which has no compiled
   extension. When rpujax is installed as a regular package (``pip install .``, as the README and
   ``.ci/run`` do), the repository root is dropped from ``sys.path`` so that the installed package,
-  extension included, is tested. With no installation (pure-Python work on the source tree) or an
-  editable one (its import hook maps ``rpujax`` to the source tree and the built extension), the
-  path is left alone. The header of the pytest report names the rpujax that was imported.
+  extension included, is tested, and ``PYTHONSAFEPATH=1`` is set so that Python subprocesses the
+  tests start (``python -c ...`` from the repository root) do the same. With no installation
+  (pure-Python work on the source tree) or an editable one (its import hook maps ``rpujax`` to the
+  source tree and the built extension), nothing is changed. The header of the pytest report names
+  the rpujax that was imported.
 * ``ffi`` fixture: ``rpujax._ffi`` with the CPU handlers registered. Where the extension is missing
   the test is skipped, except under ``RPUJAX_REQUIRE_FFI=1`` (set by CI), where it fails.
 """
@@ -34,6 +36,7 @@ def _prefer_installed_rpujax() -> None:
     if not installed.is_file() or installed.resolve().parent == REPO / "rpujax":
         return  # editable install, or installed in place: the source tree is the package
     sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO]
+    os.environ["PYTHONSAFEPATH"] = "1"  # child interpreters: no current directory on sys.path
 
 
 _prefer_installed_rpujax()

@@ -40,9 +40,14 @@ def runs():
     def init(seed_key):
         return nnx.state(build(jax.random.fold_in(seed_key, 0)))
 
+    def epoch_key(seed_key, e):
+        return jax.random.fold_in(seed_key, 100 + e)
+
     def train(state, seed_key):
+        batched = seed_key.ndim == 1
         for e in range(EPOCHS):
-            state, _ = epoch_fn(state, x_tr, y_tr, jax.random.fold_in(seed_key, 100 + e))
+            k = jax.vmap(epoch_key, in_axes=(0, None))(seed_key, e) if batched else epoch_key(seed_key, e)
+            state, _ = epoch_fn(state, x_tr, y_tr, k)
         return state
 
     # one compiled epoch per variant; the epoch loop runs in Python

@@ -95,6 +95,7 @@ def _tile(cfg, d_size=4, x_size=6, w=None, seed=0, bias=False) -> tile.TileState
     return tile.TileState(weights=jnp.asarray(weights), device=params, rpu_config=cfg, bias=bias)
 
 
+_UPDATE = jax.jit(tile.update, static_argnames=("backend", "debug_checks"))
 _BL_A_B = jax.jit(probabilities.bl_a_b, static_argnums=(0, 4))
 _INPUTS = jax.jit(probabilities.pulse_inputs, static_argnums=(0, 5))
 
@@ -122,18 +123,13 @@ def test_weights_stay_within_bounds_after_many_updates(name: str) -> None:
     cfg = _cfg(device)
     state = _tile(cfg, 3, 5)
     lo, hi = state.device["min_bound"], state.device["max_bound"]
-
-    @jax.jit
-    def run(state):
-        def step(state, i):
-            x, d = _xd(jax.random.fold_in(jax.random.key(7), i), 100, 5, 3)
-            # the sign of d flips slowly so the weights sweep both bounds
-            d = d + jnp.where((i // 25) % 2 == 0, 0.5, -0.5)
-            return tile.update(state, x, d, 0.5, jax.random.fold_in(jax.random.key(8), i)), None
-
-        return jax.lax.scan(step, state, jnp.arange(100))[0]
-
-    out = run(state)
+    x, d = _xd(jax.random.key(7), 100 * 100, 5, 3)
+    # the sign of d flips every 25 calls so the weights sweep to both bounds
+    d = d + jnp.repeat(jnp.where((jnp.arange(100) // 25) % 2 == 0, 0.5, -0.5), 100)[:, None]
+    x, d = x.reshape(100, 100, 5), d.reshape(100, 100, 3)
+    out = state
+    for i in range(100):
+        out = _UPDATE(out, x[i], d[i], 0.5, jax.random.fold_in(jax.random.key(8), i))
     w = out.device.get("persistent_weights", out.weights)
     w = w + out.device.get("reference", 0.0)
     assert bool(jnp.all(jnp.isfinite(out.weights)))
@@ -141,9 +137,6 @@ def test_weights_stay_within_bounds_after_many_updates(name: str) -> None:
     assert bool(jnp.all(w >= lo - eps)) and bool(jnp.all(w <= hi + eps)), (w.min(), w.max())
     # the update really moved the weights to both bounds somewhere (the test is not vacuous)
     assert bool(jnp.any(jnp.abs(out.weights - state.weights) > 0.05))
-
-
-_UPDATE = jax.jit(tile.update, static_argnames=("backend", "debug_checks"))
 
 
 def test_same_key_same_result_eager_jit_and_key_kinds() -> None:
@@ -529,6 +522,11 @@ def _constant_inputs(d_size=2, x_size=3, sigma=0.3, w=0.0, bound=1.0, lr=0.3, ba
     return weights, params, px, pd, bl, kind, scalars
 
 
+def _apply(weights, params, px, pd, bl, kd, *, kind, scalars, per_pulse):
+    return jax_backend.apply_pulses(weights, None, params, px, pd, bl, kd, kind=kind, scalars=scalars, mode=0,
+                                    bl_max=31, per_pulse_only=per_pulse)[0]
+
+
 def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.sort(a), np.sort(b)
     grid = np.concatenate([a, b])
@@ -541,37 +539,31 @@ def test_summed_form_equals_per_pulse_in_distribution() -> None:
 
     Two-sample Kolmogorov-Smirnov test per element, R = 20000 draws each, critical value
     ``c(alpha) sqrt(2/R)`` with ``c = sqrt(-ln(alpha/2)/2)`` and alpha = 1e-7 per element (6
-    elements). Power: it rejects any difference of the two CDFs larger than 0.031; the test
-    checks that it does reject a plausible bug (noise scaled with n instead of sqrt(n)).
+    elements): it rejects any difference of the two CDFs larger than 0.031. Power is checked on
+    a plausible bug built from the same pulse counts: noise scaled with n instead of sqrt(n).
     """
     weights, params, px, pd, bl, kind, scalars = _constant_inputs()
     r = 20000
-    keys = jax.random.split(jax.random.key(3), r)
+    keys = jax.vmap(probabilities.key_to_data)(jax.random.split(jax.random.key(3), r))
+    def run(scalars, per_pulse):
+        f = functools.partial(_apply, kind=kind, scalars=scalars, per_pulse=per_pulse)
+        out = jax.jit(jax.vmap(f, in_axes=(None, None, None, None, None, 0)))(weights, params, px, pd, bl, keys)
+        return np.asarray(out, np.float64).reshape(r, -1)
 
-    def run(per_pulse):
-        f = lambda k: jax_backend.apply_pulses(  # noqa: E731
-            weights, None, params, px, pd, bl, probabilities.key_to_data(k),
-            kind=kind, scalars=scalars, mode=0, bl_max=31, per_pulse_only=per_pulse)[0]
-        return np.asarray(jax.jit(jax.vmap(f))(keys), np.float64).reshape(r, -1)
-
-    summed, per_pulse = run(False), run(True)
+    summed, per_pulse = run(scalars, False), run(scalars, True)
     crit = math.sqrt(-math.log(1e-7 / 2) / 2) * math.sqrt(2.0 / r)
     assert np.abs(summed).max() > 0 and not np.array_equal(summed, per_pulse)
     for e in range(summed.shape[1]):
         assert _ks_statistic(summed[:, e], per_pulse[:, e]) < crit, e
-    # power check: scaling the summed noise with n instead of sqrt(n) is detected
-    n_est = np.rint(-summed / 0.001)  # counts behind the summed draws (direction down here or up)
-    wrong = summed + np.sign(summed) * 0.0
-    s = 0.001 * 0.3
-    xi = (np.abs(summed) - np.abs(n_est) * 0.001) / (s * np.sqrt(np.maximum(np.abs(n_est), 1)))
-    wrong = np.sign(summed) * (np.abs(n_est) * 0.001 + s * np.abs(n_est) * xi)
-    assert max(_ks_statistic(wrong[:, e], per_pulse[:, e]) for e in range(summed.shape[1])) > crit
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "scalars", "per_pulse"))
-def _APPLY(weights, params, px, pd, bl, kd, *, kind, scalars, per_pulse):
-    return jax_backend.apply_pulses(weights, None, params, px, pd, bl, kd, kind=kind, scalars=scalars, mode=0,
-                                    bl_max=31, per_pulse_only=per_pulse)[0]
+    # the same keys without cycle-to-cycle noise give the signed pulse counts (same bit lines)
+    n = np.rint(run((0.0,), False) / 0.001)
+    xi = np.random.default_rng(0).standard_normal(n.shape)
+    sigma, s = scalars[0], 0.001
+    right = n * s + np.sign(n) * s * sigma * np.sqrt(np.abs(n)) * xi
+    wrong = n * s + np.sign(n) * s * sigma * np.abs(n) * xi
+    ks_right = max(_ks_statistic(right[:, e], per_pulse[:, e]) for e in range(n.shape[1]))
+    ks_wrong = max(_ks_statistic(wrong[:, e], per_pulse[:, e]) for e in range(n.shape[1]))
+    assert ks_right < crit < ks_wrong, (ks_right, crit, ks_wrong)
 
 
 @pytest.mark.parametrize("near", ["few", "all"])
@@ -588,6 +580,7 @@ def test_guard_fallback_is_exactly_per_pulse(near: str) -> None:
         w[:], w[::2] = 0.58, -0.58
     weights = jnp.asarray(w)
     kd = probabilities.key_to_data(jax.random.key(9))
+    _APPLY = jax.jit(_apply, static_argnames=("kind", "scalars", "per_pulse"))  # noqa: N806
     mixed = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=False)
     exact = _APPLY(weights, params, px[:1], pd[:1], bl[:1], kd, kind=kind, scalars=scalars, per_pulse=True)
     s0, s1 = _rng.sample_key(kd[0], kd[1], 0)

@@ -544,8 +544,13 @@ class MixedPrecisionCompound(DigitalRankUpdateCell):
         v.check_bool(self, "random_row")
         v.check_non_negative(self, "granularity")
         v.check_finite(self, "transfer_lr")
-        v.check_int(self, "n_x_bins", minimum=0)
-        v.check_int(self, "n_d_bins", minimum=0)
+        for name in ("n_x_bins", "n_d_bins"):
+            v.check_int(self, name, minimum=0)
+            if getattr(self, name) == 1:
+                raise ValueError(
+                    f"{type(self).__name__}.{name} = 1: expected 0 (off) or >= 2 (one bin has no width "
+                    "and turns every value into NaN)"
+                )
         v.check_bool(self, "stoc_round_x")
         v.check_bool(self, "stoc_round_d")
 

@@ -1,0 +1,27 @@
+"""Presets of devices, IO/update parameters and rpu configs (aihwkit ``simulator/presets``).
+
+Spec cells-inference-api §6. Device presets (:mod:`rpujax.presets.devices`), the PCM unit cell
+(:mod:`rpujax.presets.compounds`), IO / update presets (:mod:`rpujax.presets.utils`) and rpu-config
+presets (:mod:`rpujax.presets.configs`), all under aihwkit's class names::
+
+    from rpujax.presets import TikiTakaReRamSBPreset
+    state = rpujax.tile.init(key, 64, 128, TikiTakaReRamSBPreset())
+
+The inference presets (``StandardHWATrainingPreset``, ``FloatingPointPreset``) are not here yet.
+"""
+
+from rpujax.presets import configs as _configs
+from rpujax.presets.compounds import PCMPresetUnitCell
+from rpujax.presets.configs import *  # noqa: F401,F403
+from rpujax.presets.devices import *  # noqa: F401,F403
+from rpujax.presets.devices import __all__ as _devices_all
+from rpujax.presets.utils import PresetIOParameters, PresetUpdateParameters, StandardIOParameters
+
+__all__ = [
+    *_configs.__all__,
+    *_devices_all,
+    "PCMPresetUnitCell",
+    "PresetIOParameters",
+    "PresetUpdateParameters",
+    "StandardIOParameters",
+]
