@@ -212,14 +212,27 @@ def test_no_bias():
     close(layer(x), x @ w.T)
 
 
+def test_in_trans_out_trans_layouts():
+    plain = AnalogLinear(4, 3, fp_config(), rngs=nnx.Rngs(0))
+    trans = AnalogLinear(4, 3, fp_config(), rngs=nnx.Rngs(0), in_trans=True, out_trans=True)
+    x = jax.random.normal(jax.random.key(0), (5, 2, 4))
+    y = plain(x)
+    yt = trans(jnp.moveaxis(x, -1, 0))
+    assert yt.shape == (3, 5, 2)
+    close(jnp.moveaxis(yt, 0, -1), y)
+    with pytest.raises(ValueError, match=r"\(5, 2, 4\).*\(4, \.\.\.\)"):
+        trans(x)
+
+
 def test_default_init_is_torch_uniform():
     layer = AnalogLinear(100, 50, fp_config(), rngs=nnx.Rngs(0))
     w, b = layer.get_weights()
     bound = 1 / math.sqrt(100)
     assert float(jnp.max(jnp.abs(w))) <= bound and float(jnp.max(jnp.abs(b))) <= bound
-    # uniform on ±bound has std bound/sqrt(3); 5000 draws: relative SE of the std ≈ 1/sqrt(2·5000)·...
-    # (kurtosis of a uniform is 1.8, so SE(s²)/σ² = sqrt((1.8 − 1)/5000) = 0.0126); 5 sigma → 6.3 %.
-    assert abs(float(jnp.std(w)) / (bound / math.sqrt(3)) - 1) < 0.5 * 5 * 0.0126
+    # U(±bound) has std bound/sqrt(3). With n = 5000 draws and kurtosis 1.8, the relative standard
+    # error of the sample variance is sqrt((1.8 − 1)/n) = 0.0126, of the std half that; 5 sigma.
+    n = w.size
+    assert abs(float(jnp.std(w)) / (bound / math.sqrt(3)) - 1) < 5 * 0.5 * math.sqrt(0.8 / n)
 
 
 def test_shape_errors_name_both_shapes():

@@ -76,10 +76,19 @@ def train_analog(model, tx, batches):
     return [float(step(model, opt, x, y, jax.random.key(i))) for i, (x, y) in enumerate(zip(*batches))]
 
 
+SCALED = MappingParameter(weight_scaling_omega=0.7, weight_scaling_columnwise=True, weight_scaling_lr_compensation=True)
+
+
 @pytest.mark.parametrize(
     "rpu_config",
-    [FloatingPointRPUConfig(), SingleRPUConfig(device=IdealDevice(), forward=PERFECT, backward=PERFECT)],
-    ids=["floating-point", "ideal"],
+    [
+        FloatingPointRPUConfig(),
+        SingleRPUConfig(device=IdealDevice(), forward=PERFECT, backward=PERFECT),
+        # mapping scales and lr compensation change the split between tile weights, d and lr
+        # (d = g/(s_map·λ), tile lr = lr·λ), not the logical SGD step (spec §1.6, §1.9)
+        FloatingPointRPUConfig(mapping=SCALED),
+    ],
+    ids=["floating-point", "ideal", "floating-point-scaled"],
 )
 @pytest.mark.parametrize("schedule", [False, True], ids=["constant-lr", "schedule"])
 def test_exact_configs_match_nnx_linear_with_optax_sgd(rpu_config, schedule, batches):

@@ -55,7 +55,7 @@ class Capture:
       perturbations: the zero perturbations (capture pass), or None (shape-discovery pass).
       shapes: per call, the shape/dtype of the perturbed output (filled in the discovery pass).
       inputs: per call, the tile input ``x`` (2-D, without the analog-bias column).
-      lr_scales: per call, the tile's learning-rate scale ``λ`` (spec §1.9).
+      lr_scales: per call, the tile's learning-rate scale ``λ`` (spec §1.9), None for 1.
     """
 
     def __init__(self, paths: dict[int, tuple[Any, ...]], perturbations: dict[str, Array] | None):
@@ -63,10 +63,10 @@ class Capture:
         self.perturbations = perturbations
         self.shapes: dict[str, jax.ShapeDtypeStruct] = {}
         self.inputs: dict[str, Array] = {}
-        self.lr_scales: dict[str, Array] = {}
+        self.lr_scales: dict[str, Array | None] = {}
         self._calls: dict[str, int] = {}
 
-    def tap(self, layer: Any, i: int, j: int, x: Array, y: Array, d_scale: Array, lr_scale: Array) -> Array:
+    def tap(self, layer: Any, i: int, j: int, x: Array, y: Array, d_scale: Array, lr_scale: Array | None) -> Array:
         """Record ``x`` for tile ``(i, j)`` of ``layer`` and return ``y`` plus its zero perturbation.
 
         Args:
@@ -75,7 +75,7 @@ class Capture:
           x: ``(N, in_i)`` tile input.
           y: ``(N, out_j)`` tile output after the mapping scales (before learned out scales).
           d_scale: ``1 / (s_map·λ)``, broadcastable to ``y`` (no gradient flows through it).
-          lr_scale: scalar ``λ``.
+          lr_scale: scalar ``λ``, or None for 1.
         """
         path = self.paths.get(id(layer))
         if path is None:

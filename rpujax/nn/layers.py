@@ -122,7 +122,6 @@ class AnalogLayer(nnx.Module):
         *,
         bias: bool,
         rngs: nnx.Rngs,
-        init_bound: float | None = None,
     ):
         in_features = _check_size("in_features", in_features)
         out_features = _check_size("out_features", out_features)
@@ -166,7 +165,7 @@ class AnalogLayer(nnx.Module):
 
         # aihwkit layers overwrite the tile's initial weights with torch's default initialisation
         # (uniform in ±1/sqrt(fan_in) for weights and bias), through set_weights and its scaling.
-        bound = 1.0 / math.sqrt(in_features) if init_bound is None else float(init_bound)
+        bound = 1.0 / math.sqrt(in_features)
         w = jax.random.uniform(k_w, (out_features, in_features), jnp.float32, -bound, bound)
         b = jax.random.uniform(k_b, (out_features,), jnp.float32, -bound, bound) if bias else None
         self.set_weights(w, b, key=k_set)
@@ -344,10 +343,10 @@ class AnalogLayer(nnx.Module):
                 y = y * s_map
                 if ctx is not None:
                     lam = lr_scale(s_map, compensate)
-                    s_total = s_map
+                    s_total = s_map if lam is None else s_map * lam
                     if inference_tiles and "mapping_scales" in state.aux:
                         s_total = s_total * state.aux["mapping_scales"]
-                    y = ctx.tap(self, i, j, x_i, y, 1.0 / (s_total * lam), lam)
+                    y = ctx.tap(self, i, j, x_i, y, 1.0 / s_total, lam)
                 s_out = self.tile_out_scales(i, j)
                 if s_out is not None:
                     y = y * s_out
@@ -385,6 +384,10 @@ class AnalogLinear(AnalogLayer):
         weights (uniform ``±1/sqrt(in_features)``, aihwkit/torch's default), ``rngs['analog']`` the
         forward-noise stream.
 
+      in_trans: the input's feature axis is its first axis, ``(in_features, ...)`` (aihwkit's tile
+        flag ``in_trans``); default: the last axis.
+      out_trans: return ``(out_features, ...)`` instead of ``(..., out_features)``.
+
     Call: ``layer(x, rngs=None)`` with ``x`` of shape ``(..., in_features)``; ``rngs`` (a key,
     ``RngStream`` or ``Rngs``) overrides the layer's own noise stream for this call.
     """
@@ -397,21 +400,31 @@ class AnalogLinear(AnalogLayer):
         bias: bool = True,
         *,
         rngs: nnx.Rngs,
+        in_trans: bool = False,
+        out_trans: bool = False,
     ):
         super().__init__(in_features, out_features, rpu_config, bias=bias, rngs=rngs)
+        self.in_trans = bool(in_trans)
+        self.out_trans = bool(out_trans)
 
     def __call__(self, x: Array, *, rngs: Any = None) -> Array:
         x = self._as_input(x)
+        given = tuple(x.shape)
+        if x.ndim >= 1 and self.in_trans:
+            x = jnp.moveaxis(x, 0, -1)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"AnalogLinear: input has shape {tuple(x.shape)}, expected (..., {self.in_features})"
-            )
+            expected = f"({self.in_features}, ...)" if self.in_trans else f"(..., {self.in_features})"
+            raise ValueError(f"AnalogLinear: input has shape {given}, expected {expected}")
         lead = x.shape[:-1]
         y = self.analog_matmul(x.reshape((-1, self.in_features)), self._call_key(rngs))
-        return y.reshape(lead + (self.out_features,))
+        y = y.reshape(lead + (self.out_features,))
+        return jnp.moveaxis(y, -1, 0) if self.out_trans else y
 
     def _like(self, rpu_config: Any, rngs: nnx.Rngs) -> AnalogLinear:
-        return AnalogLinear(self.in_features, self.out_features, rpu_config, bias=self.use_bias, rngs=rngs)
+        return AnalogLinear(
+            self.in_features, self.out_features, rpu_config, bias=self.use_bias, rngs=rngs,
+            in_trans=self.in_trans, out_trans=self.out_trans,
+        )
 
 
 def _tuple(name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]:

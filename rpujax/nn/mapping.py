@@ -79,8 +79,11 @@ def scale_weights(weights: Array, omega: float, columnwise: bool) -> tuple[Array
     return weights / scales[:, None], scales
 
 
-def lr_scale(mapping_scales: Array, compensate: bool) -> Array:
-    """``mapping_lr_scale`` (spec §1.9): ``1 / mean(s_map)`` with lr compensation, else 1."""
+def lr_scale(mapping_scales: Array, compensate: bool) -> Array | None:
+    """``mapping_lr_scale`` (spec §1.9): ``1 / mean(s_map)`` with lr compensation, else None (= 1).
+
+    None rather than a traced 1 keeps a concrete learning rate concrete in the tile update.
+    """
     if not compensate:
-        return jnp.ones((), mapping_scales.dtype)
+        return None
     return 1.0 / jnp.mean(mapping_scales)

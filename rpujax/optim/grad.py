@@ -40,12 +40,13 @@ class TileGrad:
     Attributes:
       x: ``(N, in_size)`` tile inputs of the step (all calls concatenated).
       d: ``(N, out_size)`` update errors ``g / (s_map·λ)``, same rows.
-      lr_scale: ``λ`` (``mapping_lr_scale``, spec §1.9); the tile learning rate is ``lr·λ``.
+      lr_scale: ``λ`` (``mapping_lr_scale``, spec §1.9), or None for 1 (no lr compensation); the
+        tile learning rate is ``lr·λ``.
     """
 
     x: Array
     d: Array
-    lr_scale: Array
+    lr_scale: Array | None = None
 
 
 @struct.dataclass
@@ -61,7 +62,9 @@ class AnalogGrads:
     tiles: dict[str, TileGrad]
 
 
-def _group(inputs: dict[str, Array], errors: dict[str, Array], lr_scales: dict[str, Array]) -> dict[str, TileGrad]:
+def _group(
+    inputs: dict[str, Array], errors: dict[str, Array], lr_scales: dict[str, Array | None]
+) -> dict[str, TileGrad]:
     calls: dict[str, list[tuple[int, str]]] = {}
     for key in inputs:
         base, n = key.rsplit("#", 1)
@@ -71,7 +74,7 @@ def _group(inputs: dict[str, Array], errors: dict[str, Array], lr_scales: dict[s
         keys = [k for _, k in sorted(items)]
         x = inputs[keys[0]] if len(keys) == 1 else jnp.concatenate([inputs[k] for k in keys], axis=0)
         d = errors[keys[0]] if len(keys) == 1 else jnp.concatenate([errors[k] for k in keys], axis=0)
-        out[base] = TileGrad(x=x, d=d, lr_scale=jnp.asarray(lr_scales[keys[0]]))
+        out[base] = TileGrad(x=x, d=d, lr_scale=lr_scales[keys[0]])
     return out
 
 

@@ -152,7 +152,8 @@ def analog_optimizer(tx: optax.GradientTransformation, learning_rate: float | Sc
             else:
                 g = grads.tiles.get(name)
                 if g is not None:
-                    st = tile.update(st, g.x, g.d, lr * g.lr_scale, k_update)
+                    tile_lr = lr if g.lr_scale is None else lr * g.lr_scale
+                    st = tile.update(st, g.x, g.d, tile_lr, k_update)
                 st = post_update_step(st, k_post)
             new_tiles[name] = st
         return new["params"], new_tiles, AnalogOptState(count=state.count + 1, tx_state=tx_state)

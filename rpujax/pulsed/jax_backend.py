@@ -20,6 +20,7 @@ Structure (per sample ``b``, ``lax.scan`` over the batch, everything inside vect
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -220,13 +221,16 @@ def _constant_step(
     w_new = jnp.where(active, w_sum, w)
 
     size = w.size
-    cap = min(size, max(256, size // 16))  # static size of the compacted fallback buffer
+    # Static sizes of the compacted fallback buffers, smallest first: the per-pulse loop costs
+    # (buffer size) x (max count), so a handful of failing elements should not pay for a large
+    # buffer. None for small arrays.
+    caps = sorted({c for c in (size // 256, size // 64, size // 16, size // 4) if 256 <= c < size})
     m = jnp.sum(fallback, dtype=jnp.int32)
 
-    def compact(w_new):
-        # Few elements fail the guard (typically a few percent, near a bound): gather them into a
-        # buffer of static size, run the per-pulse loop there, scatter back. Counters use the
-        # element's flat index i*X + j, so the draws are the same as on the full array.
+    def compact(cap, w_new):
+        # Gather the failing elements into a buffer of static size, run the per-pulse loop there,
+        # scatter back. Counters use the element's flat index i*X + j, so the draws are the same
+        # as on the full array.
         flat = jnp.nonzero(fallback.ravel(), size=cap, fill_value=size)[0]
         safe = jnp.minimum(flat, size - 1)
         take = lambda a: a.ravel()[safe]  # noqa: E731
@@ -241,10 +245,12 @@ def _constant_step(
         w_pp = _per_pulse(CONSTANT_STEP, scalars, w, params, down, jnp.where(fallback, n, 0), s0, s1, idx)
         return jnp.where(fallback, w_pp, w_new)
 
-    if cap >= size:  # small arrays: compaction would not save anything
+    if not caps:
         return jax.lax.cond(m > 0, full, lambda w_new: w_new, w_new)
-    branch = jnp.where(m == 0, 0, jnp.where(m <= cap, 1, 2))
-    return jax.lax.switch(branch, (lambda w_new: w_new, compact, full), w_new)
+    branches = [lambda w_new: w_new] + [functools.partial(compact, c) for c in caps] + [full]
+    # 0: nothing fails; i: the i-th buffer is the smallest that holds them all; last: whole array
+    branch = jnp.where(m == 0, 0, 1 + sum((m > c).astype(jnp.int32) for c in caps))
+    return jax.lax.switch(branch, branches, w_new)
 
 
 def apply_pulses(
@@ -290,7 +296,6 @@ def apply_pulses(
         )
     ptuple = tuple(params[p] for p in range(params.shape[0]))
     k0, k1 = key_data[0].astype(jnp.uint32), key_data[1].astype(jnp.uint32)
-    idx = _element_index(d_size, x_size)
     wn = _write_noise(kind, scalars)
     use_persistent = persistent is not None
     summed = kind == CONSTANT_STEP and not per_pulse_only
@@ -298,6 +303,8 @@ def apply_pulses(
     def step(carry, inputs):
         w, p = carry
         px_b, pd_b, bl_b, s0, s1 = inputs
+        # built inside the loop so that XLA fuses the iota instead of reading a stored array
+        idx = _element_index(d_size, x_size)
         n, down = _counts(mode, s0, s1, px_b, pd_b, bl_b, bl_max)
         target = p if use_persistent else w
         if summed:
