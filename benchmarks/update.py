@@ -6,7 +6,9 @@ and 0.01, and on a 1024x1024 tile with a batch of 32 at lr 0.1; plus ConstantSte
 with the weights spread over the whole range between the bounds ("near bounds"), where the
 summed form's guard sends more elements to the per-pulse path. Each update call is the full
 ``rpujax.pulsed.pulsed_update`` (pulse probabilities + kernel), jitted, with the weights
-donated, timed after a warm-up; the minimum over repeats is reported (the machine may be shared).
+donated, timed after a warm-up; the minimum over repeats is reported. Both the wall time and the
+process CPU time are recorded: on a shared machine the wall time of a one-thread run is inflated
+by other processes, its CPU time much less (the load average is recorded with the results).
 
 Threads: every configuration runs in a subprocess whose CPU affinity is set before JAX starts;
 XLA sizes its intra-op thread pool (which the FFI kernel uses, ``ffi::ThreadPool``) from the
@@ -115,12 +117,14 @@ def worker(cases: list[tuple], min_repeats: int, jax_max_elems: int) -> list[dic
             slow = backend == "jax" and dev_name != "ConstantStep"
             wall, cpu = _timed(fn, make_args, 1 if slow else min_repeats, 0.5 if slow else 2.0)
             out.append(dict(rec_base, backend=backend, ms=wall * 1e3, cpu_ms=cpu * 1e3,
-                            ns_per_element_sample=wall / el_samples * 1e9))
+                            ns_per_element_sample=wall / el_samples * 1e9,
+                            cpu_ns_per_element_sample=cpu / el_samples * 1e9))
 
         dense = jax.jit(lambda w, x, d, key: w - lr * d.T @ x, donate_argnums=0)
         wall, cpu = _timed(dense, make_args, min_repeats, 1.0)
         out.append(dict(rec_base, backend="dense", ms=wall * 1e3, cpu_ms=cpu * 1e3,
-                        ns_per_element_sample=wall / el_samples * 1e9))
+                        ns_per_element_sample=wall / el_samples * 1e9,
+                        cpu_ns_per_element_sample=cpu / el_samples * 1e9))
         print(f"  [{len(os.sched_getaffinity(0))}T] {name} done", file=sys.stderr, flush=True)
     return out
 
@@ -196,7 +200,8 @@ def main() -> None:
             ffi = by_key.get((name, nt, "ffi"))
             if ffi is None:
                 continue
-            entry = dict(case=name, threads=nt, ffi_ns_per_element_sample=ffi["ns_per_element_sample"])
+            entry = dict(case=name, threads=nt, ffi_ns_per_element_sample=ffi["ns_per_element_sample"],
+                         ffi_cpu_ns_per_element_sample=ffi["cpu_ns_per_element_sample"])
             jx = by_key.get((name, nt, "jax"))
             dense = by_key.get((name, nt, "dense"))
             if jx:
@@ -205,6 +210,9 @@ def main() -> None:
                 entry["ffi_over_dense"] = ffi["ms"] / dense["ms"]
             if name == AIHWKIT_CASE:
                 entry["aihwkit_1T_over_ffi"] = [a / ffi["ms"] for a in AIHWKIT_MS]
+                # one thread: the process CPU time is the wall time of an otherwise idle machine
+                if nt == 1:
+                    entry["aihwkit_1T_over_ffi_cpu_time"] = [a / ffi["cpu_ms"] for a in AIHWKIT_MS]
             ratios.append(entry)
 
     report = dict(
@@ -214,15 +222,18 @@ def main() -> None:
         results=results,
         ratios=ratios,
     )
-    print(f"{'case':42s} {'thr':>3s} {'backend':>7s} {'ms':>10s} {'cpu ms':>10s} {'ns/el-sample':>13s}")
+    print(f"{'case':42s} {'thr':>3s} {'backend':>7s} {'ms':>10s} {'cpu ms':>10s} {'ns/el-sample':>13s} {'cpu ns':>8s}")
     for r in results:
         print(f"{r['case']:42s} {r['threads']:3d} {r['backend']:>7s} {r['ms']:10.2f} {r['cpu_ms']:10.2f} "
-              f"{r['ns_per_element_sample']:13.3f}")
+              f"{r['ns_per_element_sample']:13.3f} {r['cpu_ns_per_element_sample']:8.3f}")
     for e in ratios:
         extra = ""
         if "aihwkit_1T_over_ffi" in e:
             lo, hi = e["aihwkit_1T_over_ffi"]
             extra = f"  aihwkit(1T)/ffi = {lo:.0f}-{hi:.0f}x"
+        if "aihwkit_1T_over_ffi_cpu_time" in e:
+            lo, hi = e["aihwkit_1T_over_ffi_cpu_time"]
+            extra += f" (by CPU time {lo:.0f}-{hi:.0f}x)"
         jx = f"jax/ffi = {e['jax_over_ffi']:.1f}x" if "jax_over_ffi" in e else "jax/ffi = n/a"
         print(f"{e['case']:42s} {e['threads']:3d}T  {jx}  ffi/dense = {e.get('ffi_over_dense', float('nan')):.1f}x{extra}")
     if args.out:

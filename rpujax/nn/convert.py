@@ -124,7 +124,7 @@ def convert_to_analog(
         weights, ``get_weights()``), e.g. to deploy a trained model on inference tiles.
 
     Returns:
-      The converted model (``model`` itself if ``inplace``).
+      The converted model (``model`` itself if ``inplace``, unless ``model`` is itself a layer).
 
     Raises:
       ValueError: for a convolution rpujax cannot map (grouped, input-dilated, masked, or
