@@ -39,14 +39,19 @@ from rpujax.configs.inference import InferenceRPUConfig
 TIMES = (1.0, 3600.0, 86400.0, 2592000.0, 31536000.0)
 
 
-def _time(fn: Callable[[], Any], repeats: int) -> float:
+def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time (all threads) of ``fn`` after a warm-up.
+
+    CPU time is reported too because on a shared machine the wall time mostly measures the load.
+    """
     jax.block_until_ready(fn())  # compile / warm up
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -99,9 +104,9 @@ def main() -> None:
             results.append(jnp.stack(row))
         return jnp.stack(results)
 
-    t_vmap = _time(lambda: vmapped(state, seed_keys), args.repeats)
-    t_chunk = _time(lambda: chunked(state, seed_keys), args.repeats)
-    t_loop = _time(loop, args.repeats)
+    (t_vmap, c_vmap) = _time(lambda: vmapped(state, seed_keys), args.repeats)
+    (t_chunk, c_chunk) = _time(lambda: chunked(state, seed_keys), args.repeats)
+    (t_loop, c_loop) = _time(loop, args.repeats)
     errs_v = vmapped(state, seed_keys)
     errs_c = chunked(state, seed_keys)
     errs_l = loop()
@@ -117,8 +122,11 @@ def main() -> None:
         "batch": args.batch,
         "repeats": args.repeats,
         "chunk": args.chunk,
+        "load_average_1min": os.getloadavg()[0],
         "median_s": {"vmapped": t_vmap, "vmapped_chunks": t_chunk, "loop": t_loop},
+        "median_cpu_s": {"vmapped": c_vmap, "vmapped_chunks": c_chunk, "loop": c_loop},
         "ratio": {"loop_over_vmapped": t_loop / t_vmap, "loop_over_vmapped_chunks": t_loop / t_chunk},
+        "ratio_cpu": {"loop_over_vmapped": c_loop / c_vmap, "loop_over_vmapped_chunks": c_loop / c_chunk},
         "relative_output_error_mean_per_time": [float(v) for v in jnp.mean(errs_v, axis=0)],
         "max_abs_difference_vs_loop": {
             "vmapped": float(jnp.max(jnp.abs(errs_v - errs_l))),
@@ -126,9 +134,9 @@ def main() -> None:
         },
     }
     print(f"backend={result['backend']} devices={result['devices']} tile={n}x{n} seeds={args.seeds} times={len(TIMES)}")
-    print(f"  vmapped                  {t_vmap * 1e3:10.1f} ms   loop / vmapped         {t_loop / t_vmap:6.2f} x")
-    print(f"  vmapped, chunks of {args.chunk:<4d}  {t_chunk * 1e3:10.1f} ms   loop / vmapped_chunks  {t_loop / t_chunk:6.2f} x")
-    print(f"  Python loop              {t_loop * 1e3:10.1f} ms")
+    print(f"  (load average {os.getloadavg()[0]:.1f}; wall | process CPU time, median of {args.repeats})")
+    for name, t, c in (("vmapped", t_vmap, c_vmap), (f"vmapped, chunks of {args.chunk}", t_chunk, c_chunk), ("Python loop", t_loop, c_loop)):
+        print(f"  {name:24s} {t * 1e3:10.1f} ms | {c * 1e3:10.1f} ms   loop/this {t_loop / t:5.2f} x | {c_loop / c:5.2f} x")
     print("  mean relative output error per time:", ", ".join(f"{v:.4f}" for v in result["relative_output_error_mean_per_time"]))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -63,15 +63,18 @@ def test_onesided_set_weights_and_routing() -> None:
     assert int(params.get_hidden_update_index(params.set_hidden_update_index(new, 1))) == 0
 
 
-def test_onesided_refresh() -> None:
+@pytest.mark.parametrize("rewrite", [FP, UpdateParameters(desired_bl=100)], ids=["exact", "pulsed"])
+def test_onesided_refresh(rewrite) -> None:
     """Refresh criterion, reset of both devices, rewrite of the difference on the larger (spec §3.3).
 
     ``M = 1``, thresholds 0.75 / 0.25. Element (0,0): wp 0.8 > wm 0.3 → refresh, g+ = 0.5.
     (1,0): wp 0.3 ≤ wm 0.9 → refresh, g− = 0.6. (0,1): wp 0.8, wm 0.2 (< lower) → kept.
-    (2,0): wp 0.7 (< upper), wm 0.3 → kept.
+    (2,0): wp 0.7 (< upper), wm 0.3 → kept. The pulsed rewrite is exact here too: each column
+    sample has one non-zero entry, so update-BL management gives ``BL = diff/dw_min`` pulses with
+    probability 1 (noise-free device).
     """
     cell = OneSidedUnitCell(unit_cell_devices=[DEV], refresh_every=2, units_in_mbatch=True,
-                            refresh_forward=PERFECT, refresh_update=FP)
+                            refresh_forward=PERFECT, refresh_update=rewrite)
     state = tile.init(jax.random.key(0), D, X, _unit(cell))
     hidden = params.get_hidden_parameters(state)
     gp = np.zeros((D, X), np.float32)

@@ -131,7 +131,7 @@ def test_all_shares_coincidences_with_independent_noise() -> None:
     np.testing.assert_array_equal(quiet[:, 0], quiet[:, 1])
 
     sigma = 0.5
-    hw = deltas(sigma, 400)
+    hw = deltas(sigma, 200)
     dif2 = ((hw[:, 0] - hw[:, 1]) ** 2).ravel()
     expected_n = lr * np.abs(np.asarray(d).T @ np.asarray(x)) / 0.001
     expected = np.mean(2 * 0.001**2 * sigma**2 * expected_n)
@@ -194,7 +194,7 @@ def test_hidden_parameters_names_and_roundtrip() -> None:
 
 def test_jit_vmap_and_key_determinism() -> None:
     cell = VectorUnitCell(unit_cell_devices=[DEV, DEV], update_policy="SINGLE_RANDOM")
-    cfg = _config(cell, UpdateParameters())
+    cfg = _config(cell)
     states = jax.vmap(lambda k: tile.init(k, D, X, cfg))(jax.random.split(jax.random.key(0), 3))
     keys = jax.random.split(jax.random.key(1), 3)
     out = jax.jit(jax.vmap(lambda s, k: tile.update(s, XV, DV, 0.1, k)))(states, keys)

@@ -159,3 +159,21 @@ def test_presets_build_tiles() -> None:
         assert hash(cfg) == hash(getattr(presets, name)())
         state = tile.init(jax.random.key(0), 3, 4, cfg)
         assert state.weights.shape == (3, 4)
+
+
+def test_build_config() -> None:
+    from rpujax.configs import SoftBoundsDevice
+
+    cfg = presets.build_config("sgd", SoftBoundsDevice, n_devices=3, construction_seed=4)
+    assert isinstance(cfg.device, VectorUnitCell) and len(cfg.device.unit_cell_devices) == 3
+    assert cfg.device.construction_seed == 4
+    tt = presets.build_config("TT", SoftBoundsDevice(dw_min=0.01))
+    assert type(tt.device) is TransferCompound and tt.device.unit_cell_devices[0].dw_min == 0.01
+    assert tt.device.transfer_forward.noise_management is NoiseManagementType.NONE
+    ttv2 = presets.build_config("ttv2", SoftBoundsDevice)
+    assert ttv2.device.in_chop_prob == 0.0 and ttv2.update.desired_bl == 5 and not ttv2.device.auto_scale
+    agad = presets.build_config("agad", SoftBoundsDevice)
+    assert type(agad.device) is DynamicTransferCompound and agad.device.transfer_update.update_management
+    assert isinstance(presets.build_config("mp", SoftBoundsDevice).device, MixedPrecisionCompound)
+    with pytest.raises(ValueError, match="algorithm"):
+        presets.build_config("adam", SoftBoundsDevice)

@@ -130,7 +130,7 @@ def reference_counts(mode: int, px, pd, bl, key_data, bl_max: int) -> np.ndarray
     return out
 
 
-def ffi_counts(backend, mode: int, px, pd, bl, key_data, bl_max: int) -> np.ndarray:
+def applied_counts(backend, mode: int, px, pd, bl, key_data, bl_max: int) -> np.ndarray:
     """Signed counts as a backend (module with ``apply_pulses``) applies them: a ConstantStep device
     with unit steps, no noise and far bounds moves a weight from 0 to exactly -c (integers are
     exact in float32); one call per sample with the other samples switched off (bl = 0), same key,
@@ -195,7 +195,7 @@ def test_counts_match_contract(fb, mode):
     px, pd, bl = _inputs(mode, seed=10 + mode)
     kd = _key_data(3)
     ref = reference_counts(mode, px, pd, bl, kd, BL_MAX)
-    got = ffi_counts(fb, mode, px, pd, bl, kd, BL_MAX)
+    got = applied_counts(fb, mode, px, pd, bl, kd, BL_MAX)
     assert np.abs(ref).sum() > 1000  # the case has pulses in both directions
     assert (ref > 0).any() and (ref < 0).any()
     np.testing.assert_array_equal(got, ref)
@@ -207,7 +207,7 @@ def test_counts_long_pulse_trains(fb):
     kd = _key_data(8)
     ref = reference_counts(0, px, pd, bl, kd, 45)
     assert np.abs(ref).max() > 32
-    np.testing.assert_array_equal(ffi_counts(fb, 0, px, pd, bl, kd, 45), ref)
+    np.testing.assert_array_equal(applied_counts(fb, 0, px, pd, bl, kd, 45), ref)
 
 
 def test_jax_counts_match_contract():
@@ -216,7 +216,7 @@ def test_jax_counts_match_contract():
         px, pd, bl = _inputs(mode, seed=10 + mode)
         kd = _key_data(3)
         ref = reference_counts(mode, px, pd, bl, kd, BL_MAX)
-        np.testing.assert_array_equal(ffi_counts(jax_backend, mode, px, pd, bl, kd, BL_MAX), ref, err_msg=f"mode {mode}")
+        np.testing.assert_array_equal(applied_counts(jax_backend, mode, px, pd, bl, kd, BL_MAX), ref, err_msg=f"mode {mode}")
 
 
 # ---- FFI vs pure JAX ------------------------------------------------------------------------------

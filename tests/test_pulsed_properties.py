@@ -109,6 +109,20 @@ def _xd(key, batch, x_size, d_size, scale=1.0):
     return x, d
 
 
+def _upd(state, x, d, lr, key, backend="jax"):
+    """Jitted update with lr always a float32 array (so calls share one compiled program)."""
+    return _UPDATE(state, x, d, jnp.float32(lr), key, backend=backend)
+
+
+def _std(pulse_type=PulseType.STOCHASTIC_COMPRESSED):
+    """The shared small case: a 4x6 noisy ConstantStep tile without device-to-device variation
+    at W = 0 (bounds +-1), and a batch of 3 samples."""
+    cfg = _cfg(_quiet_constant(dw_min_std=0.3), pulse_type=pulse_type)
+    state = _tile(cfg, 4, 6, w=0.0)
+    x, d = _xd(jax.random.key(1), 3, 6, 4)
+    return state, x, d
+
+
 # ---------------------------------------------------------------------------------------------
 # bounds, determinism, sign
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +143,7 @@ def test_weights_stay_within_bounds_after_many_updates(name: str) -> None:
     x, d = x.reshape(100, 100, 5), d.reshape(100, 100, 3)
     out = state
     for i in range(100):
-        out = _UPDATE(out, x[i], d[i], 0.5, jax.random.fold_in(jax.random.key(8), i))
+        out = _upd(out, x[i], d[i], 0.5, jax.random.fold_in(jax.random.key(8), i))
     w = out.device.get("persistent_weights", out.weights)
     w = w + out.device.get("reference", 0.0)
     assert bool(jnp.all(jnp.isfinite(out.weights)))
@@ -146,12 +160,12 @@ def test_same_key_same_result_eager_jit_and_key_kinds() -> None:
     state = _tile(cfg, 4, 6)
     x, d = _xd(jax.random.key(1), 5, 6, 4)
     eager = tile.update(state, x, d, 0.3, jax.random.key(3))
-    jitted = _UPDATE(state, x, d, 0.3, jax.random.key(3))
+    jitted = _upd(state, x, d, 0.3, jax.random.key(3))
     assert bool(jnp.any(eager.weights != state.weights))
     np.testing.assert_array_equal(np.asarray(eager.weights), np.asarray(jitted.weights))
     np.testing.assert_array_equal(np.asarray(eager.device["persistent_weights"]),
                                   np.asarray(jitted.device["persistent_weights"]))
-    legacy = _UPDATE(state, x, d, 0.3, jax.random.key_data(jax.random.key(3)))
+    legacy = _upd(state, x, d, 0.3, jax.random.key_data(jax.random.key(3)))
     np.testing.assert_array_equal(np.asarray(legacy.weights), np.asarray(jitted.weights))
 
 
@@ -159,29 +173,32 @@ def test_same_key_same_result_eager_jit_and_key_kinds() -> None:
 def test_same_key_same_result_vmap_vs_loop(name: str) -> None:
     """vmap over keys equals a loop over keys: bit for bit for ConstantStep; to float rounding
     for ExpStep (XLA's vectorised exp may differ from the scalar one in the last bit)."""
-    cfg = _cfg(DEVICES[name])
-    state = _tile(cfg, 4, 6)
-    x, d = _xd(jax.random.key(1), 5, 6, 4)
+    if name == "ConstantStep":
+        state, x, d = _std()
+    else:
+        state = _tile(_cfg(DEVICES[name]), 4, 6)
+        x, d = _xd(jax.random.key(1), 3, 6, 4)
     keys = jax.random.split(jax.random.key(4), 3)
-    batched = jax.jit(jax.vmap(tile.update, in_axes=(None, None, None, None, 0)))(state, x, d, 0.3, keys)
+    batched = jax.jit(jax.vmap(lambda k: tile.update(state, x, d, jnp.float32(0.3), k, backend="jax")))(keys)
     atol = 0.0 if name == "ConstantStep" else 2**-23
     for i, k in enumerate(keys):
-        single = _UPDATE(state, x, d, 0.3, k)
+        single = _upd(state, x, d, 0.3, k)
         assert bool(jnp.any(single.weights != state.weights))
         np.testing.assert_allclose(np.asarray(batched.weights[i]), np.asarray(single.weights), rtol=0, atol=atol)
 
 
 def test_vmap_over_tiles_matches_loop() -> None:
     """A batch of tiles (vmap over states, x, d and keys) equals updating each tile alone."""
-    cfg = _cfg(SoftBoundsDevice())
-    states = jax.tree.map(lambda *a: jnp.stack(a), *[_tile(cfg, 4, 6, seed=s) for s in range(3)])
-    x, d = _xd(jax.random.key(1), 3 * 5, 6, 4)
-    x, d = x.reshape(3, 5, 6), d.reshape(3, 5, 4)
+    state, _, _ = _std()
+    states = jax.tree.map(lambda *a: jnp.stack(a), *[state.replace(weights=state.weights + 0.1 * s) for s in range(3)])
+    x, d = _xd(jax.random.key(1), 3 * 3, 6, 4)
+    x, d = x.reshape(3, 3, 6), d.reshape(3, 3, 4)
     keys = jax.random.split(jax.random.key(2), 3)
-    out = jax.jit(jax.vmap(tile.update, in_axes=(0, 0, 0, None, 0)))(states, x, d, 0.2, keys)
+    upd = lambda st, x, d, k: tile.update(st, x, d, jnp.float32(0.2), k, backend="jax")  # noqa: E731
+    out = jax.jit(jax.vmap(upd))(states, x, d, keys)
     for i in range(3):
         one = jax.tree.map(lambda a: a[i], states)
-        ref = _UPDATE(one, x[i], d[i], 0.2, keys[i])
+        ref = _upd(one, x[i], d[i], 0.2, keys[i])
         np.testing.assert_array_equal(np.asarray(out.weights[i]), np.asarray(ref.weights))
 
 
@@ -206,14 +223,12 @@ def test_sign_convention(pulse_type: PulseType) -> None:
 def test_zero_lr_is_a_no_op(pulse_type: PulseType) -> None:
     """lr == 0 leaves the tile unchanged, for a Python 0 and a traced 0, also for
     NONE_WITH_DEVICE with a weight outside the device bounds (a clip would move it)."""
-    cfg = _cfg(_quiet_constant(w_max=0.1, w_min=-0.1), pulse_type=pulse_type)
-    state = _tile(cfg, 3, 4, w=0.0)
-    state = state.replace(weights=state.weights.at[0, 0].set(0.5))
-    x, d = _xd(jax.random.key(1), 2, 4, 3)
-    for out in (_UPDATE(state, x, d, jnp.float32(0.0), jax.random.key(2)), tile.update(state, x, d, 0.0, jax.random.key(2))):
+    state, x, d = _std(pulse_type)
+    state = state.replace(weights=state.weights.at[0, 0].set(1.5))
+    for out in (_upd(state, x, d, 0.0, jax.random.key(2)), tile.update(state, x, d, 0.0, jax.random.key(2))):
         np.testing.assert_array_equal(np.asarray(out.weights), np.asarray(state.weights))
     # not vacuous: a non-zero lr does move this tile
-    moved = _UPDATE(state, x, d, jnp.float32(0.5), jax.random.key(2))
+    moved = _upd(state, x, d, 0.5, jax.random.key(2))
     assert bool(jnp.any(moved.weights != state.weights))
 
 
@@ -221,13 +236,11 @@ def test_zero_lr_is_a_no_op(pulse_type: PulseType) -> None:
 @pytest.mark.parametrize("pulse_type", [t for t in ALL_TYPES if t != PulseType.STOCHASTIC])
 def test_negative_lr_reverses_the_update(pulse_type: PulseType) -> None:
     """lr < 0 realises W <- W - lr d x^T too (documented policy; aihwkit aborts or ignores the
-    sign). With a symmetric noise-free device far from its bounds and the same key, the change
-    is exactly the negative of the change for |lr| (the bit lines are the same)."""
-    cfg = _cfg(_quiet_constant(), pulse_type=pulse_type)
-    state = _tile(cfg, 4, 6, w=0.0)
-    x, d = _xd(jax.random.key(1), 3, 6, 4)
-    pos = _UPDATE(state, x, d, 0.02, jax.random.key(5)).weights - state.weights
-    neg = _UPDATE(state, x, d, -0.02, jax.random.key(5)).weights - state.weights
+    sign). With a symmetric device far from its bounds and the same key, the change is exactly
+    the negative of the change for |lr|: same bit lines, same normals, opposite direction."""
+    state, x, d = _std(pulse_type)
+    pos = _upd(state, x, d, 0.02, jax.random.key(5)).weights - state.weights
+    neg = _upd(state, x, d, -0.02, jax.random.key(5)).weights - state.weights
     assert bool(jnp.any(pos != 0))
     np.testing.assert_allclose(np.asarray(neg), -np.asarray(pos), rtol=1e-6, atol=1e-9)
     # and the direction is the SGD one for lr > 0: positive correlation with -lr d x^T
@@ -241,25 +254,22 @@ def test_negative_lr_reverses_the_update(pulse_type: PulseType) -> None:
 def test_non_finite_samples_are_skipped(pulse_type: PulseType) -> None:
     """A sample with NaN or inf in x or d is skipped: the result equals the same batch with that
     sample's x set to zero (which never fires), and the weights stay finite."""
-    cfg = _cfg(_quiet_constant(dw_min_std=0.3), pulse_type=pulse_type)
-    state = _tile(cfg, 4, 6, w=0.0)
-    x, d = _xd(jax.random.key(1), 3, 6, 4)
+    state, x, d = _std(pulse_type)
     zero_x = x.at[1].set(0.0)
-    expected = _UPDATE(state, zero_x, d, 0.05, jax.random.key(5)).weights
+    expected = _upd(state, zero_x, d, 0.05, jax.random.key(5)).weights
+    assert bool(jnp.any(expected != state.weights))
     for bad_x, bad_d in ((x.at[1, 2].set(jnp.nan), d), (x, d.at[1, 0].set(jnp.inf))):
-        out = _UPDATE(state, bad_x, bad_d, 0.05, jax.random.key(5)).weights
+        out = _upd(state, bad_x, bad_d, 0.05, jax.random.key(5)).weights
         assert bool(jnp.all(jnp.isfinite(out)))
         np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
     # a non-finite lr skips the call
-    out = _UPDATE(state, x, d, jnp.float32(jnp.nan), jax.random.key(5)).weights
+    out = _upd(state, x, d, jnp.nan, jax.random.key(5)).weights
     np.testing.assert_array_equal(np.asarray(out), np.asarray(state.weights))
 
 
 def test_debug_checks_report_non_finite_inputs() -> None:
     """debug_checks=True: checkify reports NaN inputs (jit), and eager calls raise at once."""
-    cfg = _cfg(_quiet_constant())
-    state = _tile(cfg, 4, 6, w=0.0)
-    x, d = _xd(jax.random.key(1), 2, 6, 4)
+    state, x, d = _std()
     f = checkify.checkify(jax.jit(lambda s, x, d, k: tile.update(s, x, d, 0.1, k, debug_checks=True)))
     err, _ = f(state, x, d, jax.random.key(0))
     err.throw()  # finite inputs: no error
@@ -295,13 +305,11 @@ def test_bad_inputs_raise_with_both_shapes() -> None:
 
 def test_ffi_backend_unavailable_is_an_error_and_auto_falls_back(monkeypatch) -> None:
     monkeypatch.setattr(pulsed, "_ffi_available", lambda: False)
-    cfg = _cfg(_quiet_constant())
-    state = _tile(cfg, 4, 6, w=0.0)
-    x, d = _xd(jax.random.key(1), 2, 6, 4)
+    state, x, d = _std()
     with pytest.raises(RuntimeError, match="FFI kernels are not available"):
-        tile.update(state, x, d, 0.1, jax.random.key(0), backend="ffi")
-    auto = tile.update(state, x, d, 0.1, jax.random.key(0), backend="auto")
-    ref = tile.update(state, x, d, 0.1, jax.random.key(0), backend="jax")
+        _upd(state, x, d, 0.1, jax.random.key(0), backend="ffi")
+    auto = _upd(state, x, d, 0.1, jax.random.key(0), backend="auto")
+    ref = _upd(state, x, d, 0.1, jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(auto.weights), np.asarray(ref.weights))
 
 

@@ -7,6 +7,9 @@ presets (:mod:`rpujax.presets.configs`), all under aihwkit's class names::
     from rpujax.presets import TikiTakaReRamSBPreset
     state = rpujax.tile.init(key, 64, 128, TikiTakaReRamSBPreset())
 
+``build_config(algorithm, device, ...)`` (aihwkit ``configs/helpers.py``) builds an rpu config
+for an algorithm name ("sgd", "tiki-taka", "ttv2", "c-ttv2", "agad", "mp") and a device.
+
 The inference presets (``StandardHWATrainingPreset``, ``FloatingPointPreset``) are not here yet.
 """
 
@@ -15,6 +18,7 @@ from rpujax.presets.compounds import PCMPresetUnitCell
 from rpujax.presets.configs import *  # noqa: F401,F403
 from rpujax.presets.devices import *  # noqa: F401,F403
 from rpujax.presets.devices import __all__ as _devices_all
+from rpujax.presets.helpers import build_config
 from rpujax.presets.utils import PresetIOParameters, PresetUpdateParameters, StandardIOParameters
 
 __all__ = [
@@ -24,4 +28,5 @@ __all__ = [
     "PresetIOParameters",
     "PresetUpdateParameters",
     "StandardIOParameters",
+    "build_config",
 ]

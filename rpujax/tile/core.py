@@ -65,7 +65,8 @@ def init(
         non-zero ``construction_seed`` overrides it for the device parameters).
       out_size: number of outputs D (weight rows).
       in_size: number of inputs (weight columns, without the analog bias).
-      rpu_config: ``SingleRPUConfig``, ``FloatingPointRPUConfig``, ...
+      rpu_config: ``SingleRPUConfig``, ``FloatingPointRPUConfig``, ``UnitCellRPUConfig``,
+        ``DigitalRankUpdateRPUConfig`` (compounds: sub-device stacks, see :mod:`rpujax.cells`), ...
       bias: add an analog bias column (``X = in_size + 1``), fed by a constant input of 1.
       dtype: weight dtype (float32).
 
