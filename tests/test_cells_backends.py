@@ -16,7 +16,6 @@ from rpujax.configs import (
     SoftBoundsDevice,
     TransferCompound,
     UnitCellRPUConfig,
-    UpdateParameters,
     VectorUnitCell,
 )
 
@@ -48,16 +47,3 @@ def test_ffi_and_jax_backends_agree(ffi, name) -> None:
                                           else outs["ffi"].weights),
                                np.asarray(outs["jax"].device["hidden_weights"] if "hidden_weights" in state.device
                                           else outs["jax"].weights), rtol=1e-5, atol=1e-6)
-
-
-def test_update_parameters_backend_field_reaches_sub_devices() -> None:
-    """``update.backend = 'jax'`` is honoured by the compound path (no FFI needed)."""
-    cfg = UnitCellRPUConfig(device=VectorUnitCell(unit_cell_devices=[DEV, DEV]),
-                            update=UpdateParameters(backend="jax"))
-    state = tile.init(jax.random.key(0), 3, 4, cfg)
-    x = jax.random.normal(jax.random.key(1), (2, 4))
-    d = 0.3 * jax.random.normal(jax.random.key(2), (2, 3))
-    a = tile.update(state, x, d, 0.1, jax.random.key(3))
-    b = tile.update(state, x, d, 0.1, jax.random.key(3), backend="jax")
-    np.testing.assert_array_equal(np.asarray(a.weights), np.asarray(b.weights))
-    assert float(np.abs(np.asarray(a.weights - state.weights)).max()) > 0

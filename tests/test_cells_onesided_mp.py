@@ -112,7 +112,12 @@ def test_onesided_copy_inverted_mirrors_own_draw() -> None:
 
 
 def test_onesided_refresh_with_write_noise_raises() -> None:
-    from rpujax.configs import SoftBoundsDevice
+    from rpujax.configs import DifferenceUnitCell, SoftBoundsDevice
+
+    with pytest.warns(DeprecationWarning, match="OneSidedUnitCell"):
+        DifferenceUnitCell(unit_cell_devices=[DEV])
+    with pytest.raises(ValueError, match="1 or 2"):
+        OneSidedUnitCell(unit_cell_devices=[DEV] * 3)
 
     cell = OneSidedUnitCell(unit_cell_devices=[SoftBoundsDevice(write_noise_std=1.0)], refresh_every=1)
     with pytest.raises(ValueError, match="write noise"):

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -402,7 +403,9 @@ cpus = json.loads(sys.argv[1])
 os.sched_setaffinity(0, cpus)  # before jax starts: XLA sizes its intra-op pool from the affinity
 import jax, jax.numpy as jnp, numpy as np
 from rpujax import configs as C, devices
+from rpujax import _ffi
 from rpujax.pulsed import ffi_backend
+assert _ffi.available(), _ffi.unavailable_reason()
 out = {}
 for name, dev in (("cs", C.ConstantStepDevice()), ("sb", C.SoftBoundsDevice(write_noise_std=0.5))):
     kind, _, scalars = devices.kernel_layout(dev)
@@ -420,23 +423,30 @@ print(json.dumps(out))
 """
 
 
-def _run_with_cpus(cpus: list[int]) -> dict:
+def _run_with_cpus(cpus: list[int], cwd) -> dict:
+    # The child must import the very rpujax this process tests (the installed one under CI, not a
+    # source tree without the extension that its working directory could put first on sys.path).
+    import rpujax
+
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(rpujax.__file__).resolve().parent.parent), env.get("PYTHONPATH")) if p
+    )
     res = subprocess.run(
         [sys.executable, "-c", _THREAD_SCRIPT, json.dumps(cpus)],
-        capture_output=True, text=True, env=env, timeout=300, check=False,
+        capture_output=True, text=True, env=env, cwd=cwd, timeout=300, check=False,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def test_results_do_not_depend_on_thread_count(ffi):
+def test_results_do_not_depend_on_thread_count(ffi, tmp_path):
     """XLA sizes the thread pool the kernel uses from the CPU affinity: one CPU vs all of them
     (this machine has 2 or more in CI) must give bit-identical weights."""
     cpus = sorted(os.sched_getaffinity(0))
-    one = _run_with_cpus(cpus[:1])
-    many = _run_with_cpus(cpus[:4])
+    one = _run_with_cpus(cpus[:1], tmp_path)
+    many = _run_with_cpus(cpus[:4], tmp_path)
     assert one == many
 
 

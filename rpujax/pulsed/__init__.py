@@ -17,9 +17,9 @@ Policies (see also :mod:`rpujax.pulsed.probabilities`):
 - ``lr < 0``: the update still realises ``W <- W - lr d x^T``, i.e. moves along ``+|lr| d x^T``
   (aihwkit aborts for the stochastic pulse types).
 - Samples whose x or d contain NaN or infinity are skipped (no update from that sample) in every
-  pulse type; a non-finite lr skips the call. ``debug_checks=True`` adds ``checkify`` checks
-  instead (wrap the jitted function with ``jax.experimental.checkify.checkify``; without jit a
-  failing check raises at once).
+  pulse type; a non-finite lr skips the call. ``debug_checks=True`` also reports them through
+  ``checkify`` checks (wrap the jitted function with ``jax.experimental.checkify.checkify``;
+  without jit a failing check raises at once).
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _ffi_available() -> bool:
+    """Whether the FFI kernels are registered for the platform of JAX's default backend (a
+    missing or broken extension counts as unavailable; ``rpujax._ffi`` reports why, once)."""
     try:
         from rpujax import _ffi  # noqa: PLC0415
     except ImportError:
         return False
     try:
-        return bool(_ffi.available())
-    except Exception:  # noqa: BLE001 - a broken extension means "not available", said once there
+        return bool(_ffi.available(jax.default_backend()))
+    except Exception:  # noqa: BLE001
         return False
 
 
@@ -164,8 +166,13 @@ def _pulsed(
     weights: Array, persistent: Array | None, device_params: dict[str, Array], device_cfg: Any,
     update: UpdateParameters, x: Array, d: Array, lr: Any, key_data: Array, backend: str,
 ) -> tuple[Array, Array | None]:
-    from rpujax.devices import kernel_layout, weight_granularity  # noqa: PLC0415
+    from rpujax.devices import kernel_layout, uses_persistent_weights, weight_granularity  # noqa: PLC0415
 
+    if uses_persistent_weights(device_cfg) and persistent is None:
+        raise ValueError(
+            f"pulsed_update: {type(device_cfg).__name__} has write noise (write_noise_std > 0), so the "
+            "persistent weights must be passed (TileState.device['persistent_weights'])"
+        )
     kind, names, scalars = kernel_layout(device_cfg)
     missing = [n for n in names if n not in device_params]
     if missing:

@@ -11,7 +11,8 @@ Structure (per sample ``b``, ``lax.scan`` over the batch, everything inside vect
    positions of each line into uint32 words and counts ``popcount(d_word_i & x_word_j)``; modes 1
    and 2 compute the deterministic counts;
 3. ConstantStep: the summed form with its exactness guard (one ``SUM_NORMAL`` per element); the
-   per-pulse loop runs only if some element fails the guard (``lax.cond``) and only on those;
+   per-pulse loop runs only if some element fails the guard, on those elements only (gathered
+   into the smallest of a few static buffer sizes that holds them, ``lax.switch``);
    other devices: ``lax.while_loop`` over pulse numbers ``t < max n`` with ``PULSE_NORMAL(t)``,
    calling :func:`rpujax.devices.apply_pulse`, each element changing only while ``t < n_ij``;
 4. write noise: pulses act on the persistent weights, then every element with ``n > 0`` gets
@@ -334,8 +335,7 @@ def apply_pulses(
     def step(carry, inputs):
         w, p = carry
         px_b, pd_b, bl_b, s0, s1 = inputs
-        # built inside the loop so that XLA fuses the iota instead of reading a stored array
-        idx = _element_index(d_size, x_size)
+        idx = _element_index(d_size, x_size)  # counter c1 = i * X + j of the per-element streams
         n, down = _counts(mode, s0, s1, px_b, pd_b, bl_b, bl_max)
         target = p if use_persistent else w
         if summed:
@@ -349,8 +349,7 @@ def apply_pulses(
         return (target, p), None
 
     batch = px.shape[0]
-    # Sample keys up front: inside the scan body XLA would fuse the scalar threefry into every
-    # element loop.
+    # all sample keys at once (one vectorised threefry) instead of a scalar one per scan step
     s0, s1 = _threefry(k0, k1, jnp.uint32(0), jnp.arange(batch, dtype=jnp.uint32))
     xs = (px, pd, bl.astype(jnp.int32), s0, s1)
     (weights, persistent), _ = jax.lax.scan(step, (weights, persistent), xs)
