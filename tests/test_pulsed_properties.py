@@ -422,7 +422,8 @@ def test_deterministic_counts_match_the_formulas() -> None:
     """MEAN_COUNT: c_ij = rint((cd_i / BL) cx_j), cx = sign(x) clip(rint(BL p_x), 0, BL);
     DETERMINISTIC_IMPLICIT: c_ij = rint(BL |p_d| |p_x|) with quantised p (spec §3.6)."""
     x, d = _xd(jax.random.key(3), 1, 6, 4)
-    for pt, extra in ((PulseType.MEAN_COUNT, {}), (PulseType.DETERMINISTIC_IMPLICIT, dict(x_res_implicit=0.1, d_res_implicit=0.05))):
+    implicit = dict(x_res_implicit=0.1, d_res_implicit=0.05)
+    for pt, extra in ((PulseType.MEAN_COUNT, {}), (PulseType.DETERMINISTIC_IMPLICIT, implicit)):
         cfg = _cfg(_quiet_constant(), pulse_type=pt, **extra)
         state = _tile(cfg, 4, 6, w=0.0)
         out = tile.update(state, x, d, 0.01, jax.random.key(0))
@@ -459,7 +460,8 @@ def test_probability_quantisation() -> None:
     sr = UpdateParameters(res=0.125, sto_round=True)
     r = 4000
     keys = jax.random.split(jax.random.key(1), r)
-    pxs = jax.jit(jax.vmap(lambda k: probabilities.pulse_inputs(sr, x, d, 0.01, probabilities.key_to_data(k), g)[1]))(keys)
+    draw = lambda k: probabilities.pulse_inputs(sr, x, d, 0.01, probabilities.key_to_data(k), g)[1]  # noqa: E731
+    pxs = jax.jit(jax.vmap(draw))(keys)
     on_grid = np.abs(np.asarray(pxs) / 0.125 - np.rint(np.asarray(pxs) / 0.125))
     assert on_grid.max() < 1e-4
     np.testing.assert_array_less(np.abs(np.asarray(pxs.mean(0)) - np.asarray(px0)), Z * 0.0625 / math.sqrt(r))
@@ -541,7 +543,9 @@ def _apply(weights, params, px, pd, bl, kd, *, kind, scalars, per_pulse):
 def _ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.sort(a), np.sort(b)
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size)))
+    cdf_a = np.searchsorted(a, grid, "right") / a.size
+    cdf_b = np.searchsorted(b, grid, "right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
 def test_summed_form_equals_per_pulse_in_distribution() -> None:

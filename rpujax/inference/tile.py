@@ -207,7 +207,7 @@ def forward_with_state(
     the output in both modes.
 
     Gradients: w.r.t. ``x``, the exact backward MVM on the weights used in the forward
-    (``IOParameters(is_perfect=True)``); w.r.t. ``state.weights``, the dense gradient through the
+    (``IOParameters(is_perfect=True)``, with aihwkit's out-bound mask of the tile MVM); w.r.t. ``state.weights``, the dense gradient through the
     modified weights (straight-through), divided row-wise by ``mapping_scales²`` when remapping is
     on, which reproduces aihwkit's ``(g/s)ᵀx`` convention. Any optax optimizer can apply it.
 

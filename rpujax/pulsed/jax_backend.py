@@ -104,8 +104,10 @@ def _write_noise(kind: int, scalars: Sequence[float]) -> float:
     return float(scalars[idx]) if idx is not None else 0.0
 
 
-def _apply_pulse(kind: int, scalars: tuple[float, ...], w: Array, params: tuple[Array, ...], down: Array, xi: Array) -> Array:
-    from rpujax.devices import apply_pulse
+def _apply_pulse(
+    kind: int, scalars: tuple[float, ...], w: Array, params: tuple[Array, ...], down: Array, xi: Array
+) -> Array:
+    from rpujax.devices import apply_pulse  # noqa: PLC0415 - devices imports configs, keep import light
 
     return apply_pulse(kind, scalars, w, params, down, xi)
 

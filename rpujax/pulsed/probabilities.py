@@ -20,7 +20,7 @@ Policies that differ from aihwkit (documented, tested):
   is implemented by using ``|lr|`` and flipping the sign of d.
 - **Non-finite inputs.** A sample whose x or d holds a NaN or an infinity is skipped (``bl = 0``,
   zero probabilities): the weights are never corrupted by NaN. A non-finite lr skips every sample.
-  ``pulsed_update(..., debug_checks=True)`` turns both into a ``checkify`` error instead.
+  ``pulsed_update(..., debug_checks=True)`` also reports both through ``checkify`` checks.
 - **Stochastic rounding** (``sto_round``) draws its uniforms from the update key with a purpose the
   kernels do not use (``STO_ROUND = 6``, at the level of the update key, see
   :func:`_rounding_uniforms`), so it never correlates with the pulse bits.
@@ -173,6 +173,8 @@ def _rounding_uniforms(key_data: Array, batch: int, size: int, which: int) -> Ar
     """``f32[batch, size]`` uniforms in [0, 1) for stochastic rounding (purpose ``STO_ROUND``)."""
     from rpujax import _rng
 
+    if 2 * batch > _rng.SUB_MASK:
+        raise ValueError(f"sto_round: batch of {batch} samples exceeds the counter space (< 2**27 samples)")
     b = jnp.arange(batch, dtype=jnp.uint32)[:, None]
     c0 = _rng.stream_c0(STO_ROUND, jnp.uint32(2) * b + jnp.uint32(which))
     c1 = jnp.arange(size, dtype=jnp.uint32)[None, :]
