@@ -112,11 +112,13 @@ def _apply_pulse(
     return apply_pulse(kind, scalars, w, params, down, xi)
 
 
-def _coincidences(s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int) -> Array:
+def _coincidences(
+    s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int, row_offset: Array | int = 0
+) -> Array:
     """``n_ij = Σ_{k < bl} D_ki X_kj`` (int32 ``[D, X]``) of one stochastic sample.
 
     ``X_kj = uniform24(y0) < |px_j|`` with ``y0`` of ``threefry(s0, s1; (XBIT << 28) | k, j)``,
-    ``D_ki`` likewise with ``DBIT`` and row ``i``. The bits of positions ``32 w .. 32 w + 31`` of
+    ``D_ki`` likewise with ``DBIT`` and global row ``i = row_offset + local row``. The bits of positions ``32 w .. 32 w + 31`` of
     each line are packed into word ``w``, and ``n_ij = Σ_w popcount(d_word_wi & x_word_wj)``.
     """
     x_size, d_size = px.shape[0], pd.shape[0]
@@ -126,7 +128,7 @@ def _coincidences(s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max:
     col = jnp.arange(x_size + d_size, dtype=jnp.uint32)[None, :]
     is_x = col < x_size
     c0 = jnp.where(is_x, _rng.stream_c0(_rng.XBIT, k), _rng.stream_c0(_rng.DBIT, k))
-    c1 = jnp.where(is_x, col, col - np.uint32(x_size))
+    c1 = jnp.where(is_x, col, col - np.uint32(x_size) + jnp.asarray(row_offset, jnp.uint32))
     y0, _ = _threefry(s0, s1, c0, c1)
     p = jnp.concatenate([jnp.abs(px), jnp.abs(pd)])
     fire = (_rng.uniform24(y0) < p[None, :]) & (k < bl.astype(jnp.uint32))
@@ -142,10 +144,12 @@ def _coincidences(s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max:
     return n
 
 
-def _counts(mode: int, s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int) -> tuple[Array, Array]:
+def _counts(
+    mode: int, s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl_max: int, row_offset: Array | int = 0
+) -> tuple[Array, Array]:
     """``(n int32[D, X] >= 0, down bool[D, X])`` of one sample (ffi/README.md §2)."""
     if mode == 0:
-        n = _coincidences(s0, s1, px, pd, bl, bl_max)
+        n = _coincidences(s0, s1, px, pd, bl, bl_max, row_offset)
         down = (pd[:, None] > 0) == (px[None, :] > 0)
         return n, down
     blf = bl.astype(jnp.float32)
@@ -164,8 +168,8 @@ def _counts(mode: int, s0: Array, s1: Array, px: Array, pd: Array, bl: Array, bl
     raise ValueError(f"apply_pulses: mode = {mode!r}: expected 0, 1 or 2")
 
 
-def _element_index(d_size: int, x_size: int) -> Array:
-    return jnp.arange(d_size * x_size, dtype=jnp.uint32).reshape(d_size, x_size)
+def _element_index(d_size: int, x_size: int, base: Array | int = 0) -> Array:
+    return (jnp.arange(d_size * x_size, dtype=jnp.uint32) + jnp.asarray(base, jnp.uint32)).reshape(d_size, x_size)
 
 
 def _normals(s0: Array, s1: Array, purpose: int, sub: Array | int, idx: Array) -> Array:
@@ -236,6 +240,7 @@ def _constant_step(
     s0: Array,
     s1: Array,
     idx: Array,
+    idx_base: Array | int = 0,
 ) -> Array:
     """ConstantStep: summed form where the guard holds, per-pulse where it does not."""
     b_max, b_min, s_up, s_down = params[:4]
@@ -271,7 +276,7 @@ def _constant_step(
         n_c = jnp.where(flat < size, take(n), 0)
         w_pp = _per_pulse(
             CONSTANT_STEP, scalars, take(w), tuple(take(p) for p in params), take(down), n_c, s0, s1,
-            safe.astype(jnp.uint32),
+            safe.astype(jnp.uint32) + jnp.asarray(idx_base, jnp.uint32),
         )
         return w_new.ravel().at[flat].set(w_pp, mode="drop").reshape(w.shape)
 
@@ -301,6 +306,7 @@ def apply_pulses(
     mode: int,
     bl_max: int,
     per_pulse_only: bool = False,
+    row_offset: Array | int = 0,
 ) -> tuple[Array, Array | None]:
     """Apply the pulses of a batch of samples to one tile (ffi/README.md §4), in pure JAX.
 
@@ -316,6 +322,10 @@ def apply_pulses(
       bl_max: static upper bound of ``bl`` (sets the number of bit-line positions drawn).
       per_pulse_only: test-only switch: apply ConstantStep pulses one by one instead of the summed
         form (same distribution, different random numbers).
+      row_offset: global index of the first row of ``weights`` (a Python int or a traced int32):
+        nonzero when ``weights`` is a row shard of a larger tile (:mod:`rpujax.parallel`). The d
+        bits and per-element normals use global rows (``DBIT`` counter ``row_offset + i``, element
+        counter ``(row_offset + i)·X + j``), so a shard draws exactly what the whole tile would.
 
     Returns:
       ``(weights, persistent)`` after all samples, applied in order.
@@ -333,15 +343,16 @@ def apply_pulses(
     wn = _write_noise(kind, scalars)
     use_persistent = persistent is not None
     summed = kind == CONSTANT_STEP and not per_pulse_only
+    idx_base = jnp.asarray(row_offset, jnp.uint32) * np.uint32(x_size)
 
     def step(carry, inputs):
         w, p = carry
         px_b, pd_b, bl_b, s0, s1 = inputs
-        idx = _element_index(d_size, x_size)  # counter c1 = i * X + j of the per-element streams
-        n, down = _counts(mode, s0, s1, px_b, pd_b, bl_b, bl_max)
+        idx = _element_index(d_size, x_size, idx_base)  # counter c1 = i * X + j (global rows)
+        n, down = _counts(mode, s0, s1, px_b, pd_b, bl_b, bl_max, row_offset)
         target = p if use_persistent else w
         if summed:
-            target = _constant_step(scalars, target, ptuple, down, n, s0, s1, idx)
+            target = _constant_step(scalars, target, ptuple, down, n, s0, s1, idx, idx_base)
         else:
             target = _per_pulse(kind, scalars, target, ptuple, down, n, s0, s1, idx)
         if use_persistent:

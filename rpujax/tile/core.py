@@ -105,7 +105,20 @@ def init(
         rpu_config=rpu_config,
         bias=bias,
     )
-    return _write_weights(state, weights, k_wn)
+    state = _write_weights(state, weights, k_wn)
+    if _is_inference(rpu_config):
+        from rpujax.inference import init_inference_aux
+
+        # The inference bookkeeping (compensation alpha, modifier weights, mapping scales) is part
+        # of the state from the start, so a training scan carries a fixed pytree structure.
+        state = init_inference_aux(state)
+    return state
+
+
+def _is_inference(rpu_config: Any) -> bool:
+    from rpujax.configs.inference import InferenceRPUConfig
+
+    return isinstance(rpu_config, InferenceRPUConfig)
 
 
 def effective_device(rpu_config: Any) -> Any:
@@ -130,6 +143,10 @@ def _write_weights(state: TileState, weights: Array, key: Array | None) -> TileS
 
     if is_compound(state.rpu_config):
         return compound_set_weights(state, weights, key)
+    if "reference_weights" in state.aux:
+        # aihwkit's set_weights forgets the programming target (reference_combined_weights), so the
+        # next program_weights programs the new weights; programmed_weights stay (spec §7 item 2).
+        state = state.replace(aux={k: v for k, v in state.aux.items() if k != "reference_weights"})
     device = dict(state.device)
     if "max_bound" in device:
         weights = jnp.clip(weights, device["min_bound"], device["max_bound"])

@@ -124,6 +124,22 @@ def _is_static_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _inference(state: TileState) -> Any:
+    """The inference package when ``state`` is an inference tile, else None.
+
+    aihwkit's ``InferenceTile`` overrides ``drift_weights`` (drift relative to the programmed
+    weights at an inference time) and ``post_update_step`` (clip, remap, modifier): the same
+    names route there for inference configs.
+    """
+    from rpujax.configs.inference import InferenceRPUConfig  # noqa: PLC0415
+
+    if isinstance(state.rpu_config, InferenceRPUConfig):
+        from rpujax import inference  # noqa: PLC0415
+
+        return inference
+    return None
+
+
 def _compound(state: TileState) -> Any:
     """``rpujax.cells`` when the tile is a unit cell / compound (its operators act per sub-device)."""
     from rpujax import cells
@@ -281,6 +297,8 @@ def drift_weights(state: TileState, delta_t: float | Array, key: Array) -> TileS
     Returns:
       The new state (weights and drift memory).
     """
+    if (inference := _inference(state)) is not None:
+        return inference.drift_weights(state, delta_t, key)
     if (cells := _compound(state)) is not None:
         return cells.drift_weights(state, delta_t, key)
     if not state.drift:
@@ -484,7 +502,12 @@ def post_update_step(state: TileState, key: Array) -> TileState:
 
     Returns:
       The new state.
+
+    Inference tiles (``InferenceRPUConfig``) route to :func:`rpujax.inference.post_update_step`
+    (clip, remap, weight modifier; their ideal device neither diffuses nor decays).
     """
+    if (inference := _inference(state)) is not None:
+        return inference.post_update_step(state, key)
     device_cfg = state.rpu_config.device
     k_diff, k_decay = jax.random.split(key)
     if _requires(device_cfg, "diffusion"):
