@@ -147,11 +147,7 @@ class SimulatorTile:
             return
         x = self._to_features_last(x_input, self.in_trans)
         d = self._to_features_last(d_input, self.out_trans)
-        old = self.state
-        # Delta mode is applied here around a plain update, so it works whether or not
-        # rpujax.tile.update applies the hook itself.
-        new = _tile.update(_params.reset_delta_weights(old), x, d, self._lr, self._next_key())
-        self.state = _params.apply_delta_mode(old, new)
+        self.state = _tile.update(self.state, x, d, self._lr, self._next_key())
 
     def set_learning_rate(self, learning_rate: float | None) -> None:
         """Set the tile learning rate used by :meth:`update` (None is ignored, as in aihwkit)."""

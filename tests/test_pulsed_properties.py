@@ -418,6 +418,23 @@ def test_fixed_bl_false_grows_the_train_and_needs_a_concrete_lr() -> None:
         _UPDATE(state, x, d, 0.0255, jax.random.key(0))
 
 
+@pytest.mark.parametrize("g", [0.001, 0.0007, 0.00123])
+def test_rounding_boundaries_follow_float32_division(g: float) -> None:
+    """BL = ceil(lr x_max d_max / g) and Q(v; res) = res rint(v / res) are computed with a float32
+    division, as aihwkit does: at exact integer k (lr = m g, common in pulse-response setups) a
+    reciprocal multiplication (what XLA makes of a division by a constant) gives BL + 1."""
+    upd = UpdateParameters()
+    m = np.arange(1, 32, dtype=np.float32)
+    lr = np.float32(g)
+    bl, _, _ = _BL_A_B(upd, jnp.asarray(m), jnp.ones(31, jnp.float32), jnp.float32(lr), g)
+    k = (lr * m * np.float32(1.0)) / np.float32(g)
+    np.testing.assert_array_equal(np.asarray(bl), np.minimum(np.ceil(k), 31).astype(np.int32))
+    res = 0.1
+    v = (np.arange(1, 400, dtype=np.float32) * np.float32(res) / np.float32(2)).astype(np.float32)
+    q = jax.jit(probabilities._quantize, static_argnums=(1, 2))(jnp.asarray(v), res, False, None)
+    np.testing.assert_array_equal(np.asarray(q), np.float32(res) * np.rint(v / np.float32(res)))
+
+
 def test_deterministic_counts_match_the_formulas() -> None:
     """MEAN_COUNT: c_ij = rint((cd_i / BL) cx_j), cx = sign(x) clip(rint(BL p_x), 0, BL);
     DETERMINISTIC_IMPLICIT: c_ij = rint(BL |p_d| |p_x|) with quantised p (spec §3.6)."""

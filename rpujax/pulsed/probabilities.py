@@ -68,6 +68,16 @@ def pulse_mode(pulse_type: PulseType) -> int:
     raise ValueError(f"pulse_type {pulse_type} is not a pulsed type (expected one of {_PULSED})")
 
 
+def _opaque(value: float) -> Array:
+    """A float32 scalar XLA cannot constant-fold.
+
+    XLA rewrites ``x / c`` for a constant ``c`` into ``x * (1/c)``, which rounds differently; at
+    the ``ceil`` / ``rint`` boundaries of BL and of the quantisation (e.g. ``lr = m * g`` exactly)
+    that changes the result and departs from aihwkit's float32 division. Divisors go through this.
+    """
+    return jax.lax.optimization_barrier(jnp.float32(value))
+
+
 def _fixed_bl(update: UpdateParameters) -> bool:
     return update.fixed_bl or update.update_bl_management
 
@@ -120,7 +130,7 @@ def bl_a_b(
       ``bl = 0`` where ``lr == 0`` or (with management) where x or d is all zero.
     """
     f32 = jnp.float32
-    g = f32(granularity)
+    g = _opaque(granularity)
     lr_abs = jnp.asarray(lr_abs, f32)
     x_abs_max = jnp.asarray(x_abs_max, f32)
     d_abs_max = jnp.asarray(d_abs_max, f32)
@@ -163,7 +173,7 @@ def _quantize(v: Array, res: float, sto_round: bool, u: Array | None) -> Array:
     """aihwkit ``getDiscretizedValue`` on ``v >= 0``: ``Q(v; res)`` or ``Q_sr(v; res)`` (§0)."""
     if res <= 0:
         return v
-    r = jnp.float32(res)
+    r = _opaque(res)
     if sto_round:
         return r * jnp.rint(v / r + u - jnp.float32(0.5))
     return r * jnp.rint(v / r)

@@ -384,20 +384,14 @@ def get_delta_weights(state: TileState) -> Array | None:
 
 
 def apply_delta_mode(old_state: TileState, new_state: TileState) -> TileState:
-    """Hook for the end of ``update``: in delta mode, undo the weight change and record it.
+    """Hook at the end of ``update``: in delta mode, keep the tile as it was and record the change.
 
     ``old_state`` is the state ``update`` received, ``new_state`` the one it computed. Outside delta
-    mode ``new_state`` is returned as is. In delta mode the result is ``new_state`` with the weights
-    (and the persistent weights of write-noise devices) of ``old_state`` and
-    ``aux['delta_weights'] = new.weights − old.weights``; every other part of ``new_state`` (e.g.
-    counters) is kept.
+    mode ``new_state`` is returned as is. In delta mode the result is ``old_state`` (weights, device
+    arrays — persistent and compound hidden weights included — and bookkeeping all unchanged) with
+    ``aux['delta_weights'] = new.weights − old.weights``: the would-be change of the visible weights.
     """
     if DELTA_KEY not in old_state.aux:
         return new_state
     delta = (new_state.weights - old_state.weights).astype(old_state.weights.dtype)
-    aux = dict(new_state.aux)
-    aux[DELTA_KEY] = delta
-    device = dict(new_state.device)
-    if "persistent_weights" in old_state.device:
-        device["persistent_weights"] = old_state.device["persistent_weights"]
-    return new_state.replace(weights=old_state.weights, device=device, aux=aux)
+    return old_state.replace(aux={**old_state.aux, DELTA_KEY: delta})

@@ -98,9 +98,11 @@ def _apply(state: TileState, x2: Array, d2: Array, lr, key: Array, backend: str,
     from rpujax.pulsed import pulsed_update  # noqa: PLC0415
     from rpujax.cells import compound_update, is_compound  # noqa: PLC0415
 
+    from rpujax.tile.parameters import apply_delta_mode  # noqa: PLC0415
+
     cfg = state.rpu_config
     if is_compound(cfg):  # unit cells / compounds (rpujax.cells)
-        return compound_update(state, x2, d2, lr, key, backend=backend)
+        return apply_delta_mode(state, compound_update(state, x2, d2, lr, key, backend=backend))
     device = dict(state.device)
     persistent = device.get("persistent_weights")
     weights, persistent = pulsed_update(
@@ -109,7 +111,7 @@ def _apply(state: TileState, x2: Array, d2: Array, lr, key: Array, backend: str,
     )
     if persistent is not None:
         device["persistent_weights"] = persistent
-    return state.replace(weights=weights, device=device)
+    return apply_delta_mode(state, state.replace(weights=weights, device=device))
 
 
 # One compiled program per (tile structure, config, backend): eager callers do not pay for
