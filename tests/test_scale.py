@@ -9,8 +9,9 @@ JAX starts and compiles once.
 What is compared (pure-JAX backend unless stated):
 
 - update of one tile, whole vs rows split over 4 devices: bit-identical (ConstantStep with
-  cycle-to-cycle noise, i.e. summed form and per-pulse fallback; SoftBounds with write noise, i.e.
-  persistent weights; ExpStep) — every draw is indexed by global row and column;
+  cycle-to-cycle noise: summed form; ConstantStep near its bounds: per-pulse fallback in
+  compacted buffers sized per shard; SoftBounds with write noise: persistent weights; ExpStep) —
+  every draw is indexed by global row and column;
 - a batch of 8 seeds (init, update, forward), vmap on 1 device vs ``map_tiles`` over 4:
   bit-identical;
 - forward of a row-sharded tile: bit-identical (no reduction crosses devices); backward: to
@@ -42,6 +43,7 @@ def _child() -> dict:
     from flax import nnx  # noqa: PLC0415
 
     import rpujax.configs as C  # noqa: PLC0415
+    from rpujax import nn as rnn  # noqa: PLC0415
     from rpujax import optim, parallel, tile  # noqa: PLC0415
     from rpujax.demo import MLP, cross_entropy, load_data  # noqa: PLC0415
 
@@ -71,6 +73,22 @@ def _child() -> dict:
         res[f"rows_update_{name}_identical"] = same(ref, out)
         res[f"rows_update_{name}_changed"] = float(jnp.max(jnp.abs(ref.weights - st.weights)))
         res[f"rows_update_{name}_sharded"] = len(out.weights.sharding.device_set) == 4
+
+    # ConstantStep with the weights spread between the bounds: elements near a bound fail the
+    # summed form's guard and take the per-pulse path, gathered into compacted buffers whose size
+    # is chosen per shard (64x96 tile: 1536 elements per shard, so the compacted branches exist)
+    cfg = C.SingleRPUConfig(device=C.ConstantStepDevice(dw_min_std=0.3), update=C.UpdateParameters(backend="jax"))
+    st = tile.init(jax.random.key(4), 64, 96, cfg)
+    lo, hi = st.device["min_bound"], st.device["max_bound"]
+    st = st.replace(weights=lo + (hi - lo) * jax.random.uniform(jax.random.key(5), (64, 96)))
+    xb = jax.random.uniform(kx, (8, 96), minval=-1, maxval=1)
+    db = jax.random.uniform(kd, (8, 64), minval=-1, maxval=1)
+    ref = tile.update(st, xb, db, 0.2, kw)
+    step = jax.jit(lambda s, x, d, k: parallel.row_sharded_update(s, x, d, 0.2, k, mesh4))
+    out = step(parallel.shard_rows(st, mesh4), xb, db, kw)
+    res["rows_update_near_bounds_identical"] = same(ref, out)
+    res["rows_update_near_bounds_changed"] = float(jnp.max(jnp.abs(ref.weights - st.weights)))
+    res["rows_update_near_bounds_sharded"] = len(out.weights.sharding.device_set) == 4
 
     # 2. forward / backward of a row-sharded tile (noisy default IO)
     cfg = C.SingleRPUConfig(device=C.ConstantStepDevice(), update=C.UpdateParameters(backend="jax"))
@@ -134,7 +152,7 @@ def _child() -> dict:
             state, loss = step(state, xb, yb, step_keys[t])
             losses.append(float(loss))
         model, _ = nnx.merge(graphdef, state)
-        weights = {k: np.asarray(v.weights) for k, v in sorted(__import__("rpujax").nn.get_tiles(model).items())}
+        weights = {k: np.asarray(v.weights) for k, v in sorted(rnn.get_tiles(model).items())}
         return weights, losses
 
     w1, l1 = train(1)
@@ -172,7 +190,7 @@ def results() -> dict:
     return _run_child("--child")
 
 
-@pytest.mark.parametrize("name", ["constant_step", "soft_bounds_write_noise", "exp_step"])
+@pytest.mark.parametrize("name", ["constant_step", "near_bounds", "soft_bounds_write_noise", "exp_step"])
 def test_row_sharded_update_is_bit_identical(results, name):
     assert results[f"rows_update_{name}_identical"]
     assert results[f"rows_update_{name}_sharded"]
