@@ -38,8 +38,20 @@ REL_FLOOR = 2e-6
 ABS_FLOOR = 1e-9
 
 
-def _config(non_default: dict) -> SingleRPUConfig:
-    """A SingleRPUConfig from the reference's ``non_default`` (aihwkit dotted names), JAX backend."""
+#: Both update backends face the same reference; the FFI one needs the built extension (the
+#: ``ffi`` fixture skips it where the extension is missing and fails under RPUJAX_REQUIRE_FFI=1).
+BACKENDS = ["jax", "ffi"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "ffi":
+        request.getfixturevalue("ffi")
+    return request.param
+
+
+def _config(non_default: dict, backend: str = "jax") -> SingleRPUConfig:
+    """A SingleRPUConfig from the reference's ``non_default`` (aihwkit dotted names)."""
     device_cls = ConstantStepDevice
     dev_kw: dict = {}
     upd_kw: dict = {}
@@ -54,7 +66,7 @@ def _config(non_default: dict) -> SingleRPUConfig:
             upd_kw[name[len("update."):]] = value
         else:
             raise AssertionError(f"unexpected config entry {name}")
-    return SingleRPUConfig(device=device_cls(**dev_kw), update=UpdateParameters(backend="jax", **upd_kw))
+    return SingleRPUConfig(device=device_cls(**dev_kw), update=UpdateParameters(backend=backend, **upd_kw))
 
 
 # Everything is jitted: eager op-by-op dispatch compiles every small op anew.
@@ -145,20 +157,20 @@ def _compare_moments(name: str, dw: np.ndarray, ref_mean, ref_std, r_ref: int, c
 
 
 @pytest.mark.parametrize("variant", sorted(CASE_A["variants"]))
-def test_case_a_single_update(variant: str) -> None:
+def test_case_a_single_update(variant: str, backend: str) -> None:
     """Every update variant of case a (UM/BL settings, pulse types, c2c noise, up/down asymmetry)."""
     spec = CASE_A["variants"][variant]
-    cfg = _config(spec["config"]["non_default"])
+    cfg = _config(spec["config"]["non_default"], backend)
     x = np.asarray(CASE_A["inputs"]["x"], np.float32)[None]
     d = np.asarray(CASE_A["inputs"]["d"], np.float32)[None]
     dw = _repeat_updates(cfg, x, d, CASE_A["lr"], R_A)
     _compare_moments(variant, dw, spec["mean"], spec["std"], CASE_A["repeats"], cfg.device.dw_min_std)
 
 
-def test_case_a_batch_of_two_uses_per_sample_management() -> None:
+def test_case_a_batch_of_two_uses_per_sample_management(backend: str) -> None:
     """Batch of two samples with different magnitudes: BL/A/B are per sample (CPU loops)."""
     spec = CASE_A["batch2_per_sample_um"]
-    cfg = _config(spec["config"]["non_default"])
+    cfg = _config(spec["config"]["non_default"], backend)
     x = np.asarray(CASE_A["inputs"]["x"], np.float32)
     x2 = np.asarray(spec["x2"], np.float32)
     d = np.asarray(CASE_A["inputs"]["d"], np.float32)
@@ -234,7 +246,7 @@ def _trajectories(cfg: SingleRPUConfig, lr: float, replicas: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("device", sorted(CASE_C["devices"]))
-def test_case_c_pulse_response(device: str) -> None:
+def test_case_c_pulse_response(device: str, backend: str) -> None:
     """Mean and std over the 4096 devices every 200 pulses.
 
     Independent devices (deterministic counts): ``SE_mean = sqrt(s_ref^2 + s^2)/sqrt(4096)`` and
@@ -250,7 +262,7 @@ def test_case_c_pulse_response(device: str) -> None:
     pulse on each side.
     """
     spec = CASE_C["devices"][device]
-    cfg = _config(spec["config"]["non_default"])
+    cfg = _config(spec["config"]["non_default"], backend)
     lr = spec["weight_granularity_used_as_lr"]
     ref_mean = np.asarray(spec["mean"], np.float64)
     ref_std = np.asarray(spec["std"], np.float64)
