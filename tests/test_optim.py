@@ -256,3 +256,5 @@ def test_optimizer_argument_errors():
         opt.update(layer, grads, jax.random.key(0))
     with pytest.raises(ValueError, match="learning_rate"):
         optim.analog_sgd(-1.0)
+    with pytest.raises(TypeError, match="data_parallel"):
+        optim.AnalogOptimizer(layer, optim.analog_sgd(0.1), data_parallel="data")

@@ -125,18 +125,19 @@ def _child() -> dict:
     ys = y_tr[: 20 * batch].reshape(20, batch)
     step_keys = jax.random.split(jax.random.key(11), 20)
 
-    def build():
+    def build(mesh=None):
         model = MLP(C.SingleRPUConfig(), rngs=nnx.Rngs(jax.random.key(5)))
-        return nnx.split((model, optim.AnalogOptimizer(model, optim.analog_sgd(0.1))))
+        return nnx.split((model, optim.AnalogOptimizer(model, optim.analog_sgd(0.1), data_parallel=mesh)))
 
-    def train(n_dev: int):
-        graphdef, state = build()
+    def train(n_dev: int, as_option: bool = False):
         mesh = parallel.make_mesh(n_dev, "data") if n_dev > 1 else None
+        # as_option: the optimizer's data_parallel= option gathers x and d itself.
+        graphdef, state = build(mesh if as_option else None)
 
         def step(state, x, y, key):
             model, opt = nnx.merge(graphdef, state)
             loss, grads = optim.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
-            if mesh is not None:
+            if mesh is not None and not as_option:
                 grads = parallel.replicate_tile_grads(grads, mesh)
             opt.update(model, grads, key)
             return nnx.state((model, opt)), loss
@@ -161,6 +162,8 @@ def _child() -> dict:
         res[f"dp{n}_identical"] = all(np.array_equal(w1[k], wn[k]) for k in w1)
         res[f"dp{n}_max_weight_diff"] = max(float(np.max(np.abs(w1[k] - wn[k]))) for k in w1)
         res[f"dp{n}_max_loss_diff"] = max(abs(a - b) for a, b in zip(l1, ln))
+    w_opt, _ = train(4, as_option=True)
+    res["dp4_option_identical"] = all(np.array_equal(w1[k], w_opt[k]) for k in w1)
     res["dp_weights_moved"] = float(l1[0] - l1[-1])
     return res
 
@@ -213,6 +216,11 @@ def test_batch_of_seeds_sharded_is_bit_identical(results):
 def test_data_parallel_training_matches_single_device(results, n):
     assert results["dp_weights_moved"] > 0
     assert results[f"dp{n}_identical"], results
+
+
+def test_data_parallel_option_of_the_optimizer(results):
+    """``AnalogOptimizer(..., data_parallel=mesh)`` gives the single-device weights on 4 devices."""
+    assert results["dp4_option_identical"], results
 
 
 def test_ffi_kernel_inside_shard_map_one_call_per_shard(ffi):

@@ -195,6 +195,12 @@ class AnalogOptimizer(nnx.Pytree):
         or a plain optax transformation together with ``learning_rate``.
       learning_rate: the analog learning rate (number or schedule) when ``tx`` is plain optax.
       wrt: filter of the digital parameters (default ``nnx.Param``).
+      data_parallel: a ``jax.sharding.Mesh`` whose devices hold data-parallel replicas (batch
+        sharded with :func:`rpujax.parallel.shard_batch`, model replicated with
+        :func:`rpujax.parallel.replicate`). Every update then gathers each tile's ``x`` and ``d``
+        over the replicas first (:func:`rpujax.parallel.replicate_tile_grads`), so all replicas
+        apply the same pulsed update with the same key and stay identical without a weight
+        all-reduce. ``None`` (default): no gathering.
 
     Attributes:
       step: number of updates done.
@@ -208,7 +214,13 @@ class AnalogOptimizer(nnx.Pytree):
         *,
         learning_rate: float | Schedule | None = None,
         wrt: Any = nnx.Param,
+        data_parallel: Any = None,
     ):
+        if data_parallel is not None and not isinstance(data_parallel, jax.sharding.Mesh):
+            raise TypeError(
+                f"AnalogOptimizer: data_parallel is a {type(data_parallel).__name__}; expected a "
+                "jax.sharding.Mesh (e.g. rpujax.parallel.make_mesh(axis='data')) or None"
+            )
         if not isinstance(tx, AnalogGradientTransformation):
             if learning_rate is None:
                 raise ValueError(
@@ -220,6 +232,7 @@ class AnalogOptimizer(nnx.Pytree):
             raise ValueError("AnalogOptimizer: learning_rate is given twice (tx already has one)")
         self.tx = tx
         self.wrt = wrt
+        self.data_parallel = data_parallel
         self.step = nnx.OptState(jnp.zeros((), jnp.uint32))
         params = nnx.as_pure(nnx.state(model, wrt))
         self.opt_state = nnx.OptState(tx.init(params, get_tiles(model)))
@@ -231,6 +244,10 @@ class AnalogOptimizer(nnx.Pytree):
                 f"AnalogOptimizer.update: grads is a {type(grads).__name__}; compute it with "
                 "rpujax.optim.value_and_grad (nnx.grad does not capture the analog tiles' x and d)"
             )
+        if self.data_parallel is not None:
+            from rpujax.parallel import replicate_tile_grads  # noqa: PLC0415
+
+            grads = replicate_tile_grads(grads, self.data_parallel)
         params = nnx.as_pure(nnx.state(model, self.wrt))
         g_params = nnx.as_pure(nnx.state(grads.params, self.wrt))
         new_params, new_tiles, new_state = self.tx.update(
