@@ -28,7 +28,10 @@ class TileState:
         (``max_bound``, ``min_bound``, ``dwmin_up``, ``dwmin_down``, ``decay_scales``,
         ``diffusion_rates``, ``reset_bias``, ``drift_nu``, device extras such as ``slope_up``,
         ``gamma_up``, ``reference``, and ``persistent_weights`` when write noise is on), each
-        ``(D, X)``. Empty for floating-point tiles.
+        ``(D, X)``. Empty for floating-point tiles. Compound devices (unit cells, the transfer
+        family, mixed precision; :mod:`rpujax.cells`) stack their sub-devices on a leading axis:
+        ``hidden_weights`` is ``(n_devices, D, X)`` and every sub-device parameter is
+        ``(n_devices, D, X)`` under its single-device name.
       fwd: forward periphery parameters sampled at construction (spec tile-core §1.5), keyed by
         aihwkit's names (``v_offset``, ``w_asymmetry``, ``out_nonlinearity``,
         ``out_nonlinearity_factor``, ``out_noise_values``); only the ones the IO config uses.
@@ -38,7 +41,9 @@ class TileState:
       hidden_update_index: index of the sub-device updated next (0 for single devices).
       drift: dynamic drift state (``w0``, ``t``, ``prev``, ``current_t``, ``initialized``) when the
         device drifts, else empty.
-      aux: room for compound-device bookkeeping (transfer counters, buffers, choppers).
+      aux: bookkeeping beyond the weights: compound devices (``aux['cell']``: transfer counters,
+        buffers, choppers), inference tiles (compensation ``alpha``, programmed weights, drift
+        coefficients, modifier weights) and the delta-weight buffer.
       rpu_config: the (hashable, static) rpu config this tile was built from.
       bias: whether the last weight column is an analog bias (``X = in_size + 1``).
     """
