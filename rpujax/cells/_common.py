@@ -388,3 +388,24 @@ def chopped(cell: Any) -> bool:
 def vector_like(cell: Any) -> bool:
     """VectorUnitCell or ReferenceUnitCell (same C++ class)."""
     return isinstance(cell, (VectorUnitCell, ReferenceUnitCell))
+
+
+# Hooks of a cell family without hidden parameters beyond its sub-devices' (vector, one-sided).
+
+
+def extra_hidden_names(cell: Any) -> tuple[str, ...]:
+    """No hidden parameters beyond the sub-devices'."""
+    del cell
+    return ()
+
+
+def get_extra_hidden(state: TileState) -> dict[str, Array]:
+    """No extra hidden parameters."""
+    del state
+    return {}
+
+
+def set_extra_hidden(state: TileState, params: dict[str, Array]) -> TileState:
+    """No extra hidden parameters."""
+    del params
+    return state

@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rpujax.cells import _common as c
+# Cells whose only hidden parameters are their sub-devices': the shared no-extras hooks.
+from rpujax.cells._common import extra_hidden_names, get_extra_hidden, set_extra_hidden  # noqa: F401
 from rpujax.tile.state import TileState
 
 Array = jax.Array
@@ -200,24 +202,6 @@ def lifecycle_targets(cell: Any, op: str) -> tuple[int, ...]:
     hit only one of a pair, as in aihwkit)."""
     del cell, op
     return (G_MINUS, G_PLUS)
-
-
-def extra_hidden_names(cell: Any) -> tuple[str, ...]:
-    """No hidden parameters beyond the sub-devices'."""
-    del cell
-    return ()
-
-
-def get_extra_hidden(state: TileState) -> dict[str, Array]:
-    """No extra hidden parameters."""
-    del state
-    return {}
-
-
-def set_extra_hidden(state: TileState, params: dict[str, Array]) -> TileState:
-    """No extra hidden parameters."""
-    del params
-    return state
 
 
 def index_settable(cell: Any) -> bool:

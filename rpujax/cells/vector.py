@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from rpujax.cells import _common as c
+# Cells whose only hidden parameters are their sub-devices': the shared no-extras hooks.
+from rpujax.cells._common import extra_hidden_names, get_extra_hidden, set_extra_hidden  # noqa: F401
 from rpujax.configs.compounds import VectorUnitCellUpdatePolicy as Policy
 from rpujax.tile.state import TileState
 
@@ -122,24 +124,6 @@ def lifecycle_targets(cell: Any, op: str) -> tuple[int, ...]:
     """Decay, diffusion, drift, clip and reset act on every sub-device."""
     del op
     return tuple(range(len(c.sub_configs(cell))))
-
-
-def extra_hidden_names(cell: Any) -> tuple[str, ...]:
-    """No hidden parameters beyond the sub-devices'."""
-    del cell
-    return ()
-
-
-def get_extra_hidden(state: TileState) -> dict[str, Array]:
-    """No extra hidden parameters."""
-    del state
-    return {}
-
-
-def set_extra_hidden(state: TileState, params: dict[str, Array]) -> TileState:
-    """No extra hidden parameters."""
-    del params
-    return state
 
 
 def index_settable(cell: Any) -> bool:
