@@ -13,6 +13,7 @@ from rpujax.configs.inference import __all__ as _inference_all
 from rpujax.configs.io import *  # noqa: F401,F403
 from rpujax.configs.io import __all__ as _io_all
 from rpujax.configs.mapping import MappingParameter
+from rpujax.configs.pre_post import InputRangeParameter, PrePostProcessingParameter
 from rpujax.configs.rpu_configs import FloatingPointRPUConfig, SingleRPUConfig
 from rpujax.configs.update import *  # noqa: F401,F403
 from rpujax.configs.update import __all__ as _update_all
@@ -24,6 +25,8 @@ __all__ = [
     *_io_all,
     *_update_all,
     "FloatingPointRPUConfig",
+    "InputRangeParameter",
     "MappingParameter",
+    "PrePostProcessingParameter",
     "SingleRPUConfig",
 ]

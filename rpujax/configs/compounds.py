@@ -32,6 +32,7 @@ from rpujax.configs import _validation as v
 from rpujax.configs.devices import PulsedDevice
 from rpujax.configs.io import IOParameters
 from rpujax.configs.mapping import MappingParameter
+from rpujax.configs.pre_post import PrePostProcessingParameter
 from rpujax.configs.update import UpdateParameters
 
 __all__ = [
@@ -571,6 +572,7 @@ class UnitCellRPUConfig:
       forward, backward: IO of the MVMs (on the visible weight).
       update: pulsed update parameters of the gradient update.
       mapping: how a layer maps onto tiles.
+      pre_post: digital pre/post-processing (input range) of each tile.
     """
 
     device: UnitCell = dataclasses.field(default_factory=VectorUnitCell)
@@ -578,6 +580,7 @@ class UnitCellRPUConfig:
     backward: IOParameters = dataclasses.field(default_factory=IOParameters)
     update: UpdateParameters = dataclasses.field(default_factory=UpdateParameters)
     mapping: MappingParameter = dataclasses.field(default_factory=MappingParameter)
+    pre_post: PrePostProcessingParameter = dataclasses.field(default_factory=PrePostProcessingParameter)
 
     def __post_init__(self) -> None:
         v.check_instance(self, "device", UnitCell)
@@ -585,6 +588,7 @@ class UnitCellRPUConfig:
         v.check_instance(self, "backward", IOParameters)
         v.check_instance(self, "update", UpdateParameters)
         v.check_instance(self, "mapping", MappingParameter)
+        v.check_instance(self, "pre_post", PrePostProcessingParameter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -597,6 +601,7 @@ class DigitalRankUpdateRPUConfig:
       update: pulsed update parameters of the transfers (update management and update-BL
         management are forced on for them, as aihwkit does).
       mapping: how a layer maps onto tiles.
+      pre_post: digital pre/post-processing (input range) of each tile.
     """
 
     device: DigitalRankUpdateCell = dataclasses.field(default_factory=MixedPrecisionCompound)
@@ -604,6 +609,7 @@ class DigitalRankUpdateRPUConfig:
     backward: IOParameters = dataclasses.field(default_factory=IOParameters)
     update: UpdateParameters = dataclasses.field(default_factory=UpdateParameters)
     mapping: MappingParameter = dataclasses.field(default_factory=MappingParameter)
+    pre_post: PrePostProcessingParameter = dataclasses.field(default_factory=PrePostProcessingParameter)
 
     def __post_init__(self) -> None:
         v.check_instance(self, "device", MixedPrecisionCompound)
@@ -611,3 +617,4 @@ class DigitalRankUpdateRPUConfig:
         v.check_instance(self, "backward", IOParameters)
         v.check_instance(self, "update", UpdateParameters)
         v.check_instance(self, "mapping", MappingParameter)
+        v.check_instance(self, "pre_post", PrePostProcessingParameter)

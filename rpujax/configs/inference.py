@@ -35,6 +35,7 @@ from rpujax.configs import _validation as v
 from rpujax.configs.devices import IdealDevice
 from rpujax.configs.io import IOParameters
 from rpujax.configs.mapping import MappingParameter
+from rpujax.configs.pre_post import PrePostProcessingParameter
 from rpujax.configs.update import PulseType, UpdateParameters
 
 __all__ = [
@@ -753,6 +754,7 @@ class InferenceRPUConfig:
       remap: weight remapping after each optimizer step.
       modifier: weight modifier for hardware-aware training.
       mapping: layer-to-tile mapping.
+      pre_post: digital pre/post-processing (input range) of each tile.
 
     ``backward`` (``IOParameters(is_perfect=True)``), ``update`` (``pulse_type=NONE``) and
     ``device`` (``IdealDevice()``) are fixed, read-only properties, as in aihwkit.
@@ -765,6 +767,7 @@ class InferenceRPUConfig:
     remap: WeightRemapParameter = dataclasses.field(default_factory=WeightRemapParameter)
     modifier: WeightModifierParameter = dataclasses.field(default_factory=WeightModifierParameter)
     mapping: MappingParameter = dataclasses.field(default_factory=MappingParameter)
+    pre_post: PrePostProcessingParameter = dataclasses.field(default_factory=PrePostProcessingParameter)
 
     def __post_init__(self) -> None:
         v.check_instance(self, "forward", IOParameters)
@@ -775,6 +778,7 @@ class InferenceRPUConfig:
         v.check_instance(self, "remap", WeightRemapParameter)
         v.check_instance(self, "modifier", WeightModifierParameter)
         v.check_instance(self, "mapping", MappingParameter)
+        v.check_instance(self, "pre_post", PrePostProcessingParameter)
         self._check_modifier()
 
     def _check_modifier(self) -> None:

@@ -18,6 +18,7 @@ from rpujax.configs.devices import (
 )
 from rpujax.configs.io import IOParameters
 from rpujax.configs.mapping import MappingParameter
+from rpujax.configs.pre_post import PrePostProcessingParameter
 from rpujax.configs.update import PulseType, UpdateParameters
 
 _PERFECT_IO = IOParameters(is_perfect=True)
@@ -29,15 +30,18 @@ class FloatingPointRPUConfig:
     """An exact floating-point tile (aihwkit ``FloatingPointRPUConfig``).
 
     Forward and backward are exact matrix products, the update is the exact SGD step
-    ``W ← W − lr·Σ_b d_b x_bᵀ``. The device only carries decay, diffusion and drift settings.
+    ``W ← W − lr·Σ_b d_b x_bᵀ``. The device only carries decay, diffusion and drift settings;
+    ``mapping`` and ``pre_post`` (input range) configure the digital periphery of a layer.
     """
 
     device: FloatingPointDevice = dataclasses.field(default_factory=FloatingPointDevice)
     mapping: MappingParameter = dataclasses.field(default_factory=MappingParameter)
+    pre_post: PrePostProcessingParameter = dataclasses.field(default_factory=PrePostProcessingParameter)
 
     def __post_init__(self) -> None:
         v.check_instance(self, "device", FloatingPointDevice)
         v.check_instance(self, "mapping", MappingParameter)
+        v.check_instance(self, "pre_post", PrePostProcessingParameter)
 
     @property
     def forward(self) -> IOParameters:
@@ -67,6 +71,7 @@ class SingleRPUConfig:
         aihwkit, whatever this says).
       update: the pulsed update parameters.
       mapping: how a layer maps onto tiles.
+      pre_post: digital pre/post-processing (input range) of each tile.
     """
 
     device: PulsedDevice | IdealDevice = dataclasses.field(default_factory=ConstantStepDevice)
@@ -74,6 +79,7 @@ class SingleRPUConfig:
     backward: IOParameters = dataclasses.field(default_factory=IOParameters)
     update: UpdateParameters = dataclasses.field(default_factory=UpdateParameters)
     mapping: MappingParameter = dataclasses.field(default_factory=MappingParameter)
+    pre_post: PrePostProcessingParameter = dataclasses.field(default_factory=PrePostProcessingParameter)
 
     def __post_init__(self) -> None:
         v.check_instance(self, "device", (PulsedDevice, IdealDevice))
@@ -81,3 +87,4 @@ class SingleRPUConfig:
         v.check_instance(self, "backward", IOParameters)
         v.check_instance(self, "update", UpdateParameters)
         v.check_instance(self, "mapping", MappingParameter)
+        v.check_instance(self, "pre_post", PrePostProcessingParameter)
