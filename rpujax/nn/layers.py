@@ -13,12 +13,21 @@ each tile (§1.4–§1.7, tile-core §6.4):
   ``s_out``, ``(n_in, n_out)`` or ``(n_in, out_features)`` (``out_scaling_columnwise``).
 * ``bias`` (``nnx.Param``, ``(out_features,)``): the digital bias (``mapping.digital_bias``, or
   always for a tile grid). Otherwise a bias is an analog last column of the single tile.
+* ``input_range`` (with ``rpu_config.pre_post.input_range.enable``): one range ``r`` per tile,
+  ``(n_in, n_out)``; an ``nnx.Param`` with ``learn_input_range``, else an :class:`InputRange`
+  buffer. ``input_range_update_idx`` (:class:`InputRangeCounter`, ``(n_in, n_out)`` int32): the
+  data-initialisation counter ``k`` of each tile. See :mod:`rpujax.nn.input_range`.
 
-Forward, per tile (spec §1.4): ``y = tile_forward(x_i) · s_map`` — then, inside
+Forward, per tile (spec §1.4): with an input range, training mode first runs the data
+initialisation of ``r`` (written back to the layer, no gradient through it) and the tile sees
+``x̃ = clip(x_i, −|r|, |r|)/r``; ``y = tile_forward(x̃) (· r) · s_map`` — then, inside
 :func:`rpujax.optim.value_and_grad`, plus the zero perturbation that captures the update error
 (:mod:`rpujax.nn.capture`) — ``· s_out``; outputs are concatenated over output pieces, summed over
 input pieces, and the digital bias is added. The gradient w.r.t. the input is the tiles' analog
-backward pass with the out-bound mask (``tile.forward``'s VJP).
+backward pass with the out-bound mask (``tile.forward``'s VJP), straight-through the input range;
+the gradient of ``r`` is spec §2.4's formula only (:mod:`rpujax.nn.input_range`). The pulsed
+update (and an inference tile's dense gradient) uses ``x_u = clip(x_i, −|r|, |r|)/r`` with the
+``r`` of the forward pass.
 
 Randomness: each layer owns an ``nnx.RngStream`` tagged ``"analog"`` (drawn from
 ``rngs['analog']``, which falls back to ``rngs.default``), used for the forward-pass noise when no
@@ -42,9 +51,11 @@ import numpy as np
 from flax import nnx
 
 from rpujax import tile
-from rpujax.configs.inference import InferenceRPUConfig
-from rpujax.configs.io import NoiseManagementType
+from rpujax.configs.inference import InferenceRPUConfig, TorchInferenceRPUConfig
+from rpujax.configs.io import BoundManagementType, NoiseManagementType
 from rpujax.configs.mapping import MappingParameter
+from rpujax.configs.pre_post import InputRangeParameter
+from rpujax.nn import input_range as ir_ops
 from rpujax.nn.capture import active_capture
 from rpujax.nn.mapping import lr_scale, scale_weights, tile_grid_sizes, uses_tile_array
 
@@ -57,6 +68,8 @@ __all__ = [
     "AnalogLayer",
     "AnalogLinear",
     "AnalogTiles",
+    "InputRange",
+    "InputRangeCounter",
     "MappingScales",
     "is_inference_config",
 ]
@@ -68,6 +81,41 @@ class AnalogTiles(nnx.Variable):
 
 class MappingScales(nnx.Variable):
     """Digital mapping scales ``s_map`` of the tiles of a layer (a buffer, not trained)."""
+
+
+class InputRange(nnx.Variable):
+    """Fixed (not learned) input ranges ``r`` of the tiles of a layer, ``(n_in, n_out)``."""
+
+
+class InputRangeCounter(nnx.Variable):
+    """Data-initialisation counters of the tiles' input ranges, ``(n_in, n_out)`` int32."""
+
+
+def _input_range_params(rpu_config: Any) -> InputRangeParameter | None:
+    """The config's input-range settings if enabled, else None."""
+    pre_post = getattr(rpu_config, "pre_post", None)
+    params = None if pre_post is None else pre_post.input_range
+    return params if params is not None and params.enable else None
+
+
+def _check_output_clipping(rpu_config: Any, params: InputRangeParameter) -> None:
+    """aihwkit's config check for ``manage_output_clipping`` (a ``ConfigError`` there)."""
+    if not params.manage_output_clipping:
+        return
+    fwd = rpu_config.forward
+    if (
+        fwd.is_perfect
+        or fwd.noise_management is not NoiseManagementType.NONE
+        or fwd.bound_management is not BoundManagementType.NONE
+        or not math.isfinite(fwd.out_bound)
+        or fwd.out_bound <= 0
+    ):
+        raise ValueError(
+            f"{type(rpu_config).__name__}.pre_post.input_range.manage_output_clipping = True needs a non-perfect "
+            "forward IO with noise_management = NONE, bound_management = NONE and a finite out_bound > 0 "
+            f"(got is_perfect={fwd.is_perfect}, noise_management={fwd.noise_management.name}, "
+            f"bound_management={fwd.bound_management.name}, out_bound={fwd.out_bound})"
+        )
 
 
 def is_inference_config(rpu_config: Any) -> bool:
@@ -162,6 +210,15 @@ class AnalogLayer(nnx.Module):
             self.out_scaling_alpha = nnx.data(None)
         digital_bias = bias and not self.analog_bias
         self.bias = nnx.Param(jnp.zeros((out_features,))) if digital_bias else nnx.data(None)
+        ir = _input_range_params(rpu_config)
+        if ir is not None:
+            _check_output_clipping(rpu_config, ir)
+            r0 = jnp.full((len(self.in_sizes), n_out), ir.init_value, jnp.float32)
+            self.input_range = nnx.Param(r0) if ir.learn_input_range else InputRange(r0)
+            self.input_range_update_idx = InputRangeCounter(jnp.zeros(r0.shape, jnp.int32))
+        else:
+            self.input_range = nnx.data(None)
+            self.input_range_update_idx = nnx.data(None)
 
         # aihwkit layers overwrite the tile's initial weights with torch's default initialisation
         # (uniform in ±1/sqrt(fan_in) for weights and bias), through set_weights and its scaling.
@@ -209,6 +266,12 @@ class AnalogLayer(nnx.Module):
         if self.out_scaling_alpha is None:
             return None
         return self._tile_scale(self.out_scaling_alpha[...], i, j, self.rpu_config.mapping.out_scaling_columnwise)
+
+    def tile_input_range(self, i: int, j: int) -> Array | None:
+        """Input range ``r`` (scalar) of tile (i, j), or None without an input range."""
+        if self.input_range is None:
+            return None
+        return self.input_range[...][i, j]
 
     # ------------------------------------------------------------------------------------------
     # weights
@@ -330,6 +393,10 @@ class AnalogLayer(nnx.Module):
         oi = _offsets(self.in_sizes)
         n_out = len(self.out_sizes)
         grid = self.tiles.get_value()
+        ir = _input_range_params(cfg) if self.input_range is not None else None
+        ranges = None if ir is None else self._input_ranges(x, ir)
+        # the torch inference tile has no output-clipping term (spec §4.10)
+        manage_out = ir is not None and ir.manage_output_clipping and not isinstance(cfg, TorchInferenceRPUConfig)
         total = None
         new_grid = []
         for i in range(len(self.in_sizes)):
@@ -337,8 +404,12 @@ class AnalogLayer(nnx.Module):
             row, outs = [], []
             for j in range(n_out):
                 state = grid[i][j]
-                y, new_state = fwd(state, x_i, jax.random.fold_in(key, i * n_out + j), is_test=self.is_test)
+                x_t = x_i if ranges is None else ir_ops.clip_input(ir, x_i, ranges[i, j])
+                y, new_state = fwd(state, x_t, jax.random.fold_in(key, i * n_out + j), is_test=self.is_test)
                 row.append(new_state)
+                if ranges is not None:
+                    frac = self._clipped_fraction(state, y, x_i.size) if manage_out else jnp.zeros((), y.dtype)
+                    y = ir_ops.scale_output(ir, y, ranges[i, j], frac)
                 s_map = self.tile_mapping_scales(i, j)
                 y = y * s_map
                 if ctx is not None:
@@ -346,7 +417,9 @@ class AnalogLayer(nnx.Module):
                     s_total = s_map if lam is None else s_map * lam
                     if inference_tiles and "mapping_scales" in state.aux:
                         s_total = s_total * state.aux["mapping_scales"]
-                    y = ctx.tap(self, i, j, x_i, y, 1.0 / s_total, lam)
+                    # the update input is x_u = clip(x, −|r|, |r|)/r (spec §1.6); the perturbation is
+                    # added after the r and s_map factors, so ∂L/∂p is still g/(s_map·λ)
+                    y = ctx.tap(self, i, j, x_t, y, 1.0 / s_total, lam)
                 s_out = self.tile_out_scales(i, j)
                 if s_out is not None:
                     y = y * s_out
@@ -361,6 +434,41 @@ class AnalogLayer(nnx.Module):
         if self.bias is not None:
             total = total + self.bias[...]
         return total
+
+    def _input_ranges(self, x: Array, ir: InputRangeParameter) -> Array:
+        """The ``(n_in, n_out)`` ranges of this call; in training mode after the data init (spec §2.4).
+
+        The data-initialised values and counters are written back to the layer. Gradients flow to
+        the stored range as if the data init were a constant shift (``r + stop_gradient(r' − r)``),
+        so the gradient step applies to the initialised value, as in aihwkit.
+        """
+        r = self.input_range[...]
+        if self.is_test or ir.init_from_data == 0:
+            return r
+        k = self.input_range_update_idx[...]
+        oi = _offsets(self.in_sizes)
+        new_r, new_k = r, k
+        for i in range(len(self.in_sizes)):
+            x_i = x[:, oi[i] : oi[i + 1]]
+            for j in range(len(self.out_sizes)):
+                r_ij, k_ij = ir_ops.data_init(ir, r[i, j], k[i, j], x_i)
+                new_r = new_r.at[i, j].set(r_ij)
+                new_k = new_k.at[i, j].set(k_ij)
+        r_eff = r + jax.lax.stop_gradient(new_r - r)
+        self.input_range.set_value(r_eff)
+        self.input_range_update_idx.set_value(new_k)
+        return r_eff
+
+    def _clipped_fraction(self, state: Any, y: Array, n_delta: int) -> Array:
+        """Outputs at the forward out bound over ``numel(δ)`` (spec §2.4 ``manage_output_clipping``)."""
+        from rpujax.tile.mvm import out_bound_mask  # noqa: PLC0415
+
+        y_raw = jax.lax.stop_gradient(y)
+        if "mapping_scales" in state.aux:
+            # inference tiles return the remap scales already applied; the bound is on the tile output
+            y_raw = y_raw / state.aux["mapping_scales"]
+        clipped = jnp.sum(~out_bound_mask(self.rpu_config.forward, y_raw))
+        return (clipped / n_delta).astype(y.dtype)
 
     def _as_input(self, x: Any) -> Array:
         # Tiles compute in float32 (their weights' dtype); integer or float64 inputs are cast.

@@ -88,7 +88,7 @@ def value_and_grad(
 
     The returned function evaluates ``fn`` once (plus an abstract shape pass, no computation),
     writes the model's state changes back (RNG counters, running noise-management values, batch
-    statistics), and returns ``(value, grads)``: ``value`` is ``fn``'s output (``(loss, aux)`` with
+    statistics, parameters the forward pass set such as a data-initialised input range), and returns ``(value, grads)``: ``value`` is ``fn``'s output (``(loss, aux)`` with
     ``has_aux``), ``grads`` an :class:`AnalogGrads`. Works inside ``nnx.jit`` / ``jax.jit``,
     ``lax.scan`` and ``vmap``.
 
@@ -115,8 +115,8 @@ def value_and_grad(
             with capturing(capture):
                 out = fn(m, *args, **kwargs)
             loss, aux = out if has_aux else (out, None)
-            _, _, new_rest = nnx.split(m, wrt, ...)
-            return loss, (aux, new_rest, capture)
+            _, new_params, new_rest = nnx.split(m, wrt, ...)
+            return loss, (aux, (new_params, new_rest), capture)
 
         def discover(params: Any, rest: Any) -> dict[str, Array]:
             _, (_, _, capture) = run(params, rest, None)
@@ -126,12 +126,15 @@ def value_and_grad(
         perturbations = {k: jnp.zeros(s.shape, s.dtype) for k, s in shapes.items()}
 
         def differentiated(params: Any, perturbations: dict[str, Array], rest: Any):
-            loss, (aux, new_rest, capture) = run(params, rest, perturbations)
-            return loss, (aux, new_rest, capture.inputs, capture.lr_scales)
+            loss, (aux, new_state, capture) = run(params, rest, perturbations)
+            return loss, (aux, new_state, capture.inputs, capture.lr_scales)
 
-        (loss, (aux, new_rest, inputs, lr_scales)), (g_params, g_pert) = jax.value_and_grad(
+        (loss, (aux, (new_params, new_rest), inputs, lr_scales)), (g_params, g_pert) = jax.value_and_grad(
             differentiated, argnums=(0, 1), has_aux=True
         )(params, perturbations, rest)
+        # Parameters the forward pass wrote (the data initialisation of a learned input range,
+        # spec §2.4) are written back too; the gradient applies to the written value.
+        nnx.update(model, new_params)
         nnx.update(model, new_rest)
         grads = AnalogGrads(params=g_params, tiles=_group(inputs, g_pert, lr_scales))
         return ((loss, aux) if has_aux else loss), grads
