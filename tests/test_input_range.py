@@ -452,3 +452,21 @@ def test_floating_point_preset_trains():
     assert model.input_range is None
     print("FP losses", losses[:3], losses[-3:])
     assert losses[-5:].mean() < 0.3 * losses[:3].mean()  # measured: 1.6 -> 0.24
+
+
+def test_conv_layer_clips_its_patches():
+    """A convolution's tile input is the im2col patch matrix: clipping it equals clipping the image
+    (zero padding stays zero), so the output is the conv of the clipped image."""
+    from rpujax.nn import AnalogConv1d
+
+    cfg = fp_config(init_from_data=0)
+    conv = AnalogConv1d(2, 3, 3, cfg, padding="VALID", bias=False, rngs=nnx.Rngs(0))
+    conv.input_range.set_value(jnp.full((1, 1), 0.5))
+    x = jax.random.normal(jax.random.key(0), (2, 7, 2))
+    w, _ = conv.get_weights()  # (3, C_in·k) in (C_in, k) order
+    k = np.asarray(w).reshape(3, 2, 3)
+    xc = np.clip(np.asarray(x, np.float64), -0.5, 0.5)
+    expected = np.stack(
+        [np.einsum("bkc,ock->bo", xc[:, t : t + 3, :], k) for t in range(5)], axis=1
+    )
+    close(conv(x), expected, rtol=1e-5, atol=1e-6)

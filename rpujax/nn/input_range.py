@@ -21,6 +21,18 @@ Per tile, a scalar range ``r`` (input units):
 
 Together the two VJPs give exactly aihwkit's ``dx = TILE.backward(g·s_map)`` (with the out-bound
 mask), so this also holds for a non-linear (noisy, quantised) backward IO.
+
+Differences from aihwkit 1.2.0:
+
+* The update input ``x_u = clip(x, −|r|, |r|)/r`` is formed in the forward pass with that pass's
+  (data-initialised) ``r``. aihwkit stores the raw ``x`` and re-applies the range when the
+  optimizer updates the tile, after its digital step has already moved ``r`` by ``−lr·G``; the
+  two differ by that one step of ``r``.
+* ``std(x)`` of the data initialisation is exactly 0 for a constant batch (a float32 mean may
+  otherwise leave a rounding residue and count a batch aihwkit skips).
+* ``manage_output_clipping``: inference tiles apply remapping scales inside the tile function; the
+  out-bound test divides them out again (float rounding may flip an output within one ulp of the
+  bound). The torch inference tile has no output-clipping term (spec §4.10), here either.
 """
 
 from __future__ import annotations

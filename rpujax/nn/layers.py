@@ -378,7 +378,8 @@ class AnalogLayer(nnx.Module):
     def analog_matmul(self, x: Array, key: Array) -> Array:
         """``(N, in_features) -> (N, out_features)`` through the tile grid and the periphery.
 
-        Updates the tiles' running state (noise-management value). See the module docstring for
+        Updates the tiles' running state (noise-management value) and, in training mode with an
+        input range, the data-initialised ranges and their counters. See the module docstring for
         the data flow.
         """
         if x.ndim != 2 or x.shape[1] != self.in_features:
