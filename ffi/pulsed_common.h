@@ -23,7 +23,7 @@ struct Layout {
   int kind = 0, mode = 0, bl_max = 0, nw = 0;  // nw: uint32 words per bit line
   int64_t T = 1, B = 0, D = 0, X = 0, P = 0;
   bool has_pers = false;
-  int64_t params_ts = 0, px_ts = 0, pd_ts = 0, bl_ts = 0, key_ts = 0;
+  int64_t params_ts = 0, px_ts = 0, pd_ts = 0, bl_ts = 0, key_ts = 0, ro_ts = 0;
   rules::Consts k;
 };
 
@@ -69,7 +69,8 @@ std::optional<ffi::Error> tile_operand(const char* name, const Buf& buf, std::in
 inline std::optional<ffi::Error> make_layout(const ffi::Buffer<ffi::F32>& w, const ffi::Buffer<ffi::F32>& pers,
                                              const ffi::Buffer<ffi::F32>& params, const ffi::Buffer<ffi::F32>& px,
                                              const ffi::Buffer<ffi::F32>& pd, const ffi::Buffer<ffi::S32>& bl,
-                                             const ffi::Buffer<ffi::U32>& key, int32_t kind, int32_t mode,
+                                             const ffi::Buffer<ffi::U32>& key, const ffi::Buffer<ffi::S32>& row_offset,
+                                             int32_t kind, int32_t mode,
                                              int32_t bl_max, ffi::Span<const double> scalars, Layout* lay) {
   if (kind < 0 || kind >= rules::kNumKinds) return invalid("unknown device kind " + std::to_string(kind));
   if (mode < 0 || mode > 2) return invalid("mode must be 0, 1 or 2, got " + std::to_string(mode));
@@ -97,6 +98,7 @@ inline std::optional<ffi::Error> make_layout(const ffi::Buffer<ffi::F32>& w, con
   if (auto e = tile_operand("pd", pd, {lay->B, lay->D}, lay->T, tiled, &lay->pd_ts)) return e;
   if (auto e = tile_operand("bl", bl, {lay->B}, lay->T, tiled, &lay->bl_ts)) return e;
   if (auto e = tile_operand("key", key, {2}, lay->T, tiled, &lay->key_ts)) return e;
+  if (auto e = tile_operand("row_offset", row_offset, {}, lay->T, tiled, &lay->ro_ts)) return e;
   lay->has_pers = pers.element_count() > 0;
   if (lay->has_pers) {
     const auto pdims = pers.dimensions();

@@ -1,6 +1,6 @@
 // XLA:CPU FFI handler `rpujax_pulsed_update`: the stochastic pulsed update (ffi/README.md).
 //
-//   rpujax_pulsed_update(weights, persistent, params, px, pd, bl, key)
+//   rpujax_pulsed_update(weights, persistent, params, px, pd, bl, key, row_offset)
 //       -> (weights, persistent)            both aliased input -> output
 //   attributes: kind (int32), mode (int32), bl_max (int32), scalars (float64 array)
 //
@@ -13,6 +13,7 @@
 //   pd         f32[T, B, D] | f32[B, D]
 //   bl         s32[T, B] | s32[B]
 //   key        u32[T, 2] | u32[2]
+//   row_offset s32[T] | s32[]        global index of row 0 (weights are a row shard of a larger tile)
 // The scalars are doubles because the JAX side holds them as Python floats (device_rules.h).
 //
 // Design (costs measured in shared/notes/cpu-pulsed-update-floor.md): nearly all of the time goes
@@ -243,7 +244,8 @@ struct Call {
   const float* pd = nullptr;
   const int32_t* bl = nullptr;
   const uint32_t* key = nullptr;
-  int64_t params_ts = 0, px_ts = 0, pd_ts = 0, bl_ts = 0, key_ts = 0;  // per-tile strides (0: shared)
+  const int32_t* row_offset = nullptr;
+  int64_t params_ts = 0, px_ts = 0, pd_ts = 0, bl_ts = 0, key_ts = 0, ro_ts = 0;  // per-tile strides (0: shared)
   Consts k;
   std::vector<uint32_t> skeys;  // [Tk][B][2] sample keys
   int64_t skeys_ts = 0;
@@ -553,7 +555,10 @@ void run_block(const Call& c, Scratch& s, int64_t t, int64_t i0, int64_t R) {
   const int32_t* bl_t = c.bl + t * c.bl_ts;
   const uint32_t* keys = c.skeys.data() + t * c.skeys_ts;
   const uint32_t* xbits = c.xbits.data() + t * c.xbits_ts;
-  const uint32_t c1_base = static_cast<uint32_t>(i0 * X);  // counters use the element index i X + j
+  // Draws are indexed by the global row g = row_offset + i, so a row shard draws exactly what the
+  // whole tile draws for those rows: d bit lines by g, element counters g X + j (mod 2^32, as JAX).
+  const int64_t g0 = c.row_offset[t * c.ro_ts] + i0;
+  const uint32_t c1_base = static_cast<uint32_t>(g0 * X);
   int32_t* cnt = s.cnt.data();
   std::fill(cnt + n, cnt + n + L, 0);  // the padding read by the last (partial) vector chunk
 
@@ -562,7 +567,7 @@ void run_block(const Call& c, Scratch& s, int64_t t, int64_t i0, int64_t R) {
       const int bl = bl_t[b];
       if (bl <= 0) continue;
       for (int64_t r = 0; r < R; ++r)
-        make_dbits(__builtin_fabsf(pd_t[b * D + i0 + r]), i0 + r, bl, c.nw, keys[2 * b], keys[2 * b + 1],
+        make_dbits(__builtin_fabsf(pd_t[b * D + i0 + r]), g0 + r, bl, c.nw, keys[2 * b], keys[2 * b + 1],
                    s.dbits.data() + (b * R + r) * c.nw);
     }
   }
@@ -651,11 +656,12 @@ ffi::Future ready(std::optional<ffi::Error> err = std::nullopt) {
 
 ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> pers_in,
                              ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> px, ffi::Buffer<ffi::F32> pd,
-                             ffi::Buffer<ffi::S32> bl, ffi::Buffer<ffi::U32> key,
+                             ffi::Buffer<ffi::S32> bl, ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::S32> row_offset,
                              ffi::ResultBuffer<ffi::F32> w_out, ffi::ResultBuffer<ffi::F32> pers_out, int32_t kind,
                              int32_t mode, int32_t bl_max, ffi::Span<const double> scalars) {
   pulsed::Layout lay;
-  if (auto e = pulsed::make_layout(w_in, pers_in, params, px, pd, bl, key, kind, mode, bl_max, scalars, &lay))
+  if (auto e =
+          pulsed::make_layout(w_in, pers_in, params, px, pd, bl, key, row_offset, kind, mode, bl_max, scalars, &lay))
     return ready(e);
   auto c = std::make_shared<Call>();
   c->kind = lay.kind;
@@ -672,6 +678,7 @@ ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, f
   c->pd_ts = lay.pd_ts;
   c->bl_ts = lay.bl_ts;
   c->key_ts = lay.key_ts;
+  c->ro_ts = lay.ro_ts;
   c->k = lay.k;
   const bool has_pers = lay.has_pers;
 
@@ -687,7 +694,17 @@ ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, f
   c->pd = pd.typed_data();
   c->bl = bl.typed_data();
   c->key = key.typed_data();
+  c->row_offset = row_offset.typed_data();
   if (c->T * c->D * c->X == 0 || c->B == 0) return ready();
+  // The global rows must fit in a tile of fewer than 2^32 elements (make_layout's rule for a whole
+  // tile), else element counters would repeat. ro X < 2^63 cannot overflow (ro < 2^31, X < 2^32).
+  for (int64_t t = 0; t < (c->ro_ts ? c->T : 1); ++t) {
+    const int64_t ro = c->row_offset[t];
+    if (ro < 0 || ro * c->X >= (int64_t{1} << 32) - c->D * c->X)
+      return ready(pulsed::invalid("row_offset[" + std::to_string(t) + "] = " + std::to_string(ro) +
+                                   ": expected 0 <= row_offset and (row_offset + D) X < 2^32 with D = " +
+                                   std::to_string(c->D) + ", X = " + std::to_string(c->X)));
+  }
   for (int64_t q = 0; q < (c->bl_ts ? c->T : 1) * c->B; ++q) {
     if (c->bl[q] > bl_max)
       return ready(pulsed::invalid("bl[" + std::to_string(q) + "] = " + std::to_string(c->bl[q]) +
@@ -760,6 +777,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxPulsedUpdateCpu, rpujax::pulsed_cpu::PulsedU
                                   .Arg<ffi::Buffer<ffi::F32>>()  // pd
                                   .Arg<ffi::Buffer<ffi::S32>>()  // bl
                                   .Arg<ffi::Buffer<ffi::U32>>()  // key
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // row_offset
                                   .Ret<ffi::Buffer<ffi::F32>>()  // weights
                                   .Ret<ffi::Buffer<ffi::F32>>()  // persistent
                                   .Attr<int32_t>("kind")

@@ -3,7 +3,8 @@
 // Same call, shapes, attributes and results as the CPU handler (pulsed_cpu.cc, ffi/README.md §4),
 // same random streams (rng.h) and the same device rules (device_rules.h, scalar lane policy), so for
 // the same key the CPU and CUDA kernels agree to float rounding (they differ only where nvcc and gcc
-// fuse different multiply-adds).
+// fuse different multiply-adds). One difference: the kernels read `row_offset` from device memory
+// (no host round trip per call), so this handler does not check its range as the CPU handler does.
 //
 // Kernels, all on the call's stream:
 //   1. sample keys: threefry(k0, k1; 0, b) per (key tile, sample);
@@ -45,7 +46,8 @@ struct Args {
   const float* pd;
   const int32_t* bl;
   const uint32_t* key;
-  int64_t params_ts, px_ts, pd_ts, bl_ts, key_ts;
+  const int32_t* row_offset;  // global index of row 0 per tile, read on the device
+  int64_t params_ts, px_ts, pd_ts, bl_ts, key_ts, ro_ts;
   uint32_t* skeys;  // [Tk][B][2]
   int64_t skeys_ts;
   uint32_t* xbits;  // [Tx][B][nw][X]
@@ -102,7 +104,8 @@ __global__ void bits_kernel(Args a, int64_t tx, int64_t td) {
     const int bl = clamp_bl(a.bl[t * a.bl_ts + b], a.bl_max);
     const uint32_t* sk = a.skeys + t * a.skeys_ts + 2 * b;
     const float p = fabsf(a.pd[t * a.pd_ts + b * a.D + i]);
-    a.dbits[f] = bit_word(sk[0], sk[1], rng::kDBit, static_cast<uint32_t>(i), p, bl, wd);
+    const int64_t g = a.row_offset[t * a.ro_ts] + i;  // draws are indexed by the global row
+    a.dbits[f] = bit_word(sk[0], sk[1], rng::kDBit, static_cast<uint32_t>(g), p, bl, wd);
   }
 }
 
@@ -118,7 +121,8 @@ __global__ void update_kernel(Args a, Consts k) {
   const int64_t j = e % a.X;
   const int64_t ti = e / a.X;
   const int64_t i = ti % a.D, t = ti / a.D;
-  const uint32_t c1 = static_cast<uint32_t>(i * a.X + j);
+  // element counter of the global row (a row shard draws what the whole tile draws there)
+  const uint32_t c1 = static_cast<uint32_t>((a.row_offset[t * a.ro_ts] + i) * a.X + j);
 
   float p[P];
   for (int q = 0; q < P; ++q) p[q] = a.params[t * a.params_ts + (q * a.D + i) * a.X + j];
@@ -200,10 +204,13 @@ ffi::Error cuda_error(const char* what) {
 ffi::Error PulsedUpdateCudaImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::Buffer<ffi::F32> w_in,
                                 ffi::Buffer<ffi::F32> pers_in, ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> px,
                                 ffi::Buffer<ffi::F32> pd, ffi::Buffer<ffi::S32> bl, ffi::Buffer<ffi::U32> key,
-                                ffi::ResultBuffer<ffi::F32> w_out, ffi::ResultBuffer<ffi::F32> pers_out, int32_t kind,
-                                int32_t mode, int32_t bl_max, ffi::Span<const double> scalars) {
+                                ffi::Buffer<ffi::S32> row_offset, ffi::ResultBuffer<ffi::F32> w_out,
+                                ffi::ResultBuffer<ffi::F32> pers_out, int32_t kind, int32_t mode, int32_t bl_max,
+                                ffi::Span<const double> scalars) {
   pulsed::Layout lay;
-  if (auto e = pulsed::make_layout(w_in, pers_in, params, px, pd, bl, key, kind, mode, bl_max, scalars, &lay)) return *e;
+  if (auto e = pulsed::make_layout(w_in, pers_in, params, px, pd, bl, key, row_offset, kind, mode, bl_max, scalars,
+                                   &lay))
+    return *e;
 
   const size_t wbytes = static_cast<size_t>(w_in.element_count()) * sizeof(float);
   if (w_out->typed_data() != w_in.typed_data())
@@ -227,16 +234,18 @@ ffi::Error PulsedUpdateCudaImpl(cudaStream_t stream, ffi::ScratchAllocator scrat
   a.pd = pd.typed_data();
   a.bl = bl.typed_data();
   a.key = key.typed_data();
+  a.row_offset = row_offset.typed_data();
   a.params_ts = lay.params_ts;
   a.px_ts = lay.px_ts;
   a.pd_ts = lay.pd_ts;
   a.bl_ts = lay.bl_ts;
   a.key_ts = lay.key_ts;
+  a.ro_ts = lay.ro_ts;
 
   // scratch: sample keys, and the bit lines in mode 0
   const int64_t tk = lay.key_ts ? lay.T : 1;
   const bool x_tiled = lay.key_ts || lay.px_ts || lay.bl_ts;
-  const bool d_tiled = lay.key_ts || lay.pd_ts || lay.bl_ts;
+  const bool d_tiled = lay.key_ts || lay.pd_ts || lay.bl_ts || lay.ro_ts;
   const int64_t tx = x_tiled ? lay.T : 1, td = d_tiled ? lay.T : 1;
   const int64_t nkeys = tk * lay.B * 2;
   const int64_t nx = lay.mode == 0 ? tx * lay.B * lay.nw * lay.X : 0;
@@ -282,6 +291,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxPulsedUpdateCuda, rpujax::pulsed_cuda::Pulse
                                   .Arg<ffi::Buffer<ffi::F32>>()  // pd
                                   .Arg<ffi::Buffer<ffi::S32>>()  // bl
                                   .Arg<ffi::Buffer<ffi::U32>>()  // key
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // row_offset
                                   .Ret<ffi::Buffer<ffi::F32>>()  // weights
                                   .Ret<ffi::Buffer<ffi::F32>>()  // persistent
                                   .Attr<int32_t>("kind")

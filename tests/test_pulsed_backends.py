@@ -308,6 +308,80 @@ def test_write_noise_statistics(fb):
     np.testing.assert_array_equal(np.asarray(w_f)[~touched], np.asarray(w)[~touched])
 
 
+# ---- row shards (row_offset) ----------------------------------------------------------------------
+
+ROW_CASES = [
+    ("constant_step", C.ConstantStepDevice(dw_min_std=0.3), 0),
+    ("constant_step_mean_count", C.ConstantStepDevice(dw_min_std=0.3), 1),
+    ("soft_bounds_wn", C.SoftBoundsDevice(write_noise_std=0.5), 0),
+    ("exp_step_wn", C.ExpStepDevice(write_noise_std=0.5), 0),
+]
+ROW0, ROW1 = 7, 15  # a slice of rows in the middle of the tile, not aligned to anything
+
+
+@pytest.mark.parametrize(("name", "device", "mode"), ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_row_offset_slice_matches_jax_and_the_whole_tile(fb, name, device, mode):
+    """The kernel on rows [ROW0, ROW1) with row_offset = ROW0 equals the pure-JAX backend with the
+    same row_offset (to the FFI-vs-JAX tolerance, counts of the whole tile's rows) and is
+    bit-identical to the same rows of the kernel's whole-tile update."""
+    kind, scalars, params, w, persistent = _device_setup(device, seed=zlib.crc32(name.encode()) % 1000)
+    px, pd, bl = _inputs(mode, seed=30 + mode)
+    kd = _key_data(6)
+    kw = dict(kind=kind, scalars=scalars, mode=mode, bl_max=BL_MAX)
+    rows = slice(ROW0, ROW1)
+    sl = (w[rows], None if persistent is None else persistent[rows], params[:, rows], px, pd[:, rows], bl, kd)
+    w_j, p_j = jax_backend.apply_pulses(*sl, row_offset=ROW0, **kw)
+    # traced offset, as inside shard_map
+    w_f, p_f = jax.jit(lambda ro, *a: fb.apply_pulses(*a, row_offset=ro, **kw))(jnp.int32(ROW0), *sl)
+    w_whole, p_whole = fb.apply_pulses(w, persistent, params, px, pd, bl, kd, **kw)
+    tol = _tolerance(reference_counts(mode, px, pd, bl, kd, BL_MAX)[:, rows])
+    assert (np.abs(np.asarray(w_j) - np.asarray(w[rows])) > 1e-5).mean() > 0.3
+    _assert_within(w_f, w_j, tol)
+    np.testing.assert_array_equal(np.asarray(w_f), np.asarray(w_whole)[rows])
+    if persistent is not None:
+        _assert_within(p_f, p_j, tol, "persistent weights")
+        np.testing.assert_array_equal(np.asarray(p_f), np.asarray(p_whole)[rows])
+    # the offset matters: the same rows drawn as rows 0.. of their own tile differ
+    w_0, _ = fb.apply_pulses(*sl, **kw)
+    assert not np.array_equal(np.asarray(w_0), np.asarray(w_f))
+
+
+def test_row_offset_per_tile_under_vmap(fb):
+    """Shards of one tile as a batch of tiles (row_offset mapped with them): one kernel call that
+    reproduces the whole tile; px, bl and the key stay shared."""
+    device = C.SoftBoundsDevice(write_noise_std=0.5)
+    kind, scalars, params, w, persistent = _device_setup(device, seed=8, d=20)
+    px, pd, bl = _inputs(0, seed=9, d=20)
+    kd = _key_data(4)
+    kw = dict(kind=kind, scalars=scalars, mode=0, bl_max=BL_MAX)
+    n = 4
+    offsets = jnp.arange(n, dtype=jnp.int32) * (20 // n)
+
+    def one(w, p, prm, pd, ro):
+        return fb.apply_pulses(w, p, prm, px, pd, bl, kd, row_offset=ro, **kw)
+
+    split = lambda a, ax: jnp.stack(jnp.split(a, n, axis=ax))  # noqa: E731
+    args = (split(w, 0), split(persistent, 0), split(params, 1), split(jnp.asarray(pd), 1), offsets)
+    batched = jax.jit(jax.vmap(one))
+    w_v, p_v = batched(*args)
+    w_whole, p_whole = fb.apply_pulses(w, persistent, params, px, pd, bl, kd, **kw)
+    np.testing.assert_array_equal(np.asarray(w_v).reshape(w.shape), np.asarray(w_whole))
+    np.testing.assert_array_equal(np.asarray(p_v).reshape(w.shape), np.asarray(p_whole))
+    assert batched.lower(*args).as_text().count("@rpujax_pulsed_update") == 1
+
+
+def test_row_offset_out_of_range_is_an_error(fb):
+    device = C.ConstantStepDevice()
+    kind, scalars, params, w, _ = _device_setup(device, seed=0)
+    px, pd, bl = _inputs(0, seed=0)
+    kw = dict(kind=kind, scalars=scalars, mode=0, bl_max=BL_MAX)
+    for ro in (-1, 2**32 // X):  # negative; global rows past a 2^32-element tile
+        with pytest.raises(Exception, match="row_offset"):
+            jax.block_until_ready(fb.apply_pulses(w, None, params, px, pd, bl, _key_data(0), row_offset=ro, **kw))
+    with pytest.raises(ValueError, match="row_offset has shape"):
+        fb.apply_pulses(w, None, params, px, pd, bl, _key_data(0), row_offset=jnp.zeros(2, jnp.int32), **kw)
+
+
 # ---- batching, jit, threads -----------------------------------------------------------------------
 
 

@@ -12,6 +12,10 @@ rounding. The kernels are ``ffi/pulsed_cpu.cc`` (platform ``cpu``) and ``ffi/pul
   by all tiles) are passed once and read in place by every tile, never broadcast. Nested vmaps
   merge their axes into one tile axis (an operand mapped by only one of the levels is then
   broadcast to the merged axis: the one case with a copy).
+- ``row_offset`` (the global index of the first row when ``weights`` is a row shard of a larger
+  tile) is an int32 *operand*, not a static attribute: inside ``shard_map`` it comes from
+  ``jax.lax.axis_index`` and is traced, and one compiled kernel call then serves every shard. Under
+  ``vmap`` it is shared like ``px`` (or per tile if it is mapped).
 - Works under ``jit``; not differentiable (the update is not a differentiable function).
 """
 
@@ -35,8 +39,8 @@ TARGET = "rpujax_pulsed_update"
 NUM_PARAMS = {0: 4, 1: 6, 2: 4, 3: 6, 4: 7, 5: 5, 6: 4}
 
 # Operand order of the kernel call and the rank of each operand without a tile axis.
-_NAMES = ("weights", "persistent", "params", "px", "pd", "bl", "key_data")
-_RANKS = (2, 2, 3, 2, 2, 1, 1)
+_NAMES = ("weights", "persistent", "params", "px", "pd", "bl", "key_data", "row_offset")
+_RANKS = (2, 2, 3, 2, 2, 1, 1, 0)
 
 
 def available(platform: str = "cpu") -> bool:
@@ -72,13 +76,13 @@ def _kernel(kind: int, scalars: tuple[float, ...], mode: int, bl_max: int, tiled
     )
 
     @jax.custom_batching.custom_vmap
-    def call(weights, persistent, params, px, pd, bl, key_data):
+    def call(weights, persistent, params, px, pd, bl, key_data, row_offset):
         out = (
             jax.ShapeDtypeStruct(weights.shape, jnp.float32),
             jax.ShapeDtypeStruct(persistent.shape, jnp.float32),
         )
         fn = jax.ffi.ffi_call(TARGET, out, input_output_aliases={0: 0, 1: 1})
-        return tuple(fn(weights, persistent, params, px, pd, bl, key_data, **attrs))
+        return tuple(fn(weights, persistent, params, px, pd, bl, key_data, row_offset, **attrs))
 
     @call.def_vmap
     def rule(axis_size, in_batched, *args):
@@ -136,6 +140,7 @@ def apply_pulses(
     scalars: Sequence[float],
     mode: int,
     bl_max: int,
+    row_offset: Array | int = 0,
 ) -> tuple[Array, Array | None]:
     """Apply the pulses of a batch of samples to one tile with the FFI kernel (ffi/README.md §4).
 
@@ -149,6 +154,11 @@ def apply_pulses(
       kind: device kind (static). scalars: tile-wide device scalars (static, Python floats).
       mode: 0 stochastic, 1 mean count, 2 deterministic implicit (static).
       bl_max: static upper bound of ``bl``.
+      row_offset: global index of the first row of ``weights`` (a Python int or a traced int32
+        scalar): nonzero when ``weights`` is a row shard of a larger tile (:mod:`rpujax.parallel`).
+        The d bits and per-element normals use global rows, as
+        :func:`rpujax.pulsed.jax_backend.apply_pulses` with the same ``row_offset``. The kernel
+        checks ``0 <= row_offset`` and ``(row_offset + D) * X < 2**32`` on CPU only.
 
     Returns:
       ``(weights, persistent)`` after all samples, applied in order (``persistent`` None when it
@@ -180,6 +190,10 @@ def apply_pulses(
     _check("pd", pd, (batch, d_size))
     _check("bl", bl, (batch,))
     _check("key_data", key_data, (2,))
+    row_offset = jnp.asarray(row_offset)
+    _check("row_offset", row_offset, ())
+    if not jnp.issubdtype(row_offset.dtype, jnp.integer):
+        raise ValueError(f"apply_pulses: row_offset must be an integer, got dtype {row_offset.dtype}")
     if persistent is not None:
         _check("persistent", persistent, (d_size, x_size))
     _ensure_registered()
@@ -195,5 +209,6 @@ def apply_pulses(
         pd.astype(jnp.float32),
         bl.astype(jnp.int32),
         key_data.astype(jnp.uint32),
+        row_offset.astype(jnp.int32),
     )
     return w, (p if has_pers else None)
