@@ -12,7 +12,8 @@ what it draws. Three ways to split:
   and :func:`row_sharded_update` runs the pulsed update with ``shard_map``: the per-sample
   probabilities (BL, A, B, update management need ``max_i |d_i|`` over *all* rows) are computed on
   the whole ``(x, d)`` (small: batch × (in + out)), then every shard applies the pulses of its rows
-  with its global row offset, so the d bits and per-element normals are those of the whole tile.
+  with its global row offset (FFI kernel or pure JAX, as ``tile.update`` would choose), so the d
+  bits and per-element normals are those of the whole tile.
 - **Data-parallel training**: the batch is sharded over a mesh axis, the model replicated
   (:func:`shard_batch`, :func:`replicate`). Each replica computes the forward, backward and the
   tiles' ``(x, d)`` of its slice; :func:`replicate_tile_grads` gathers ``x`` and ``d`` (in sample
@@ -141,15 +142,20 @@ def row_sharded_update(
     mesh: Mesh,
     *,
     axis: str | None = None,
+    backend: str | None = None,
 ) -> TileState:
     """``tile.update`` of one single-device pulsed tile with its rows split over ``axis``.
 
-    Bit-identical to ``rpujax.tile.update(state, x, d, lr, key, backend="jax")``: the per-sample
-    pulse inputs are computed from the whole ``x`` and ``d`` (so BL, A, B and update management see
-    ``max |d|`` over all rows), then each device applies the pulses of its ``D / n`` rows with the
-    pure-JAX backend and its global row offset (``jax_backend.apply_pulses(row_offset=...)``). The
-    x bit lines are drawn identically on every device; the d bit lines and per-element normals
-    only for the local rows. Runs as ``jax.jit``-able code; ``lr`` must be a Python number.
+    Bit-identical to ``rpujax.tile.update(state, x, d, lr, key, backend=backend)`` (same backend
+    on both sides): the per-sample pulse inputs are computed from the whole ``x`` and ``d`` (so BL,
+    A, B and update management see ``max |d|`` over all rows), then each device applies the pulses
+    of its ``D / n`` rows with its global row offset (``apply_pulses(row_offset=...)`` of either
+    backend, ``jax.lax.axis_index(axis) * D / n``): the FFI kernel (one call per shard) or the
+    pure-JAX path, chosen as ``tile.update`` chooses (:func:`rpujax.pulsed.resolve_backend`:
+    ``backend`` if given, else ``rpu_config.update.backend``; ``"auto"`` takes the kernel where it
+    is built). The x bit lines are drawn identically on every device; the d bit lines and
+    per-element normals only for the local rows. Runs as ``jax.jit``-able code; ``lr`` must be a
+    Python number.
 
     Args:
       state: a tile with a pulsed single device (not a compound / unit cell).
@@ -157,11 +163,13 @@ def row_sharded_update(
       lr: learning rate (concrete number). key: the update key.
       mesh: the device mesh; ``axis`` (default its first axis) splits the rows, ``out_size`` must
         be divisible by its size.
+      backend: ``"auto"``, ``"ffi"`` or ``"jax"``; None uses ``rpu_config.update.backend``.
 
     Returns:
       The updated state (weights and persistent weights sharded by rows).
 
     Raises:
+      RuntimeError: ``backend="ffi"`` (given or configured) without the kernels.
       NotImplementedError: for compound devices, floating-point devices or non-pulsed pulse types
         (use ``tile.update`` under ``jax.jit`` with :func:`shard_rows`: the exact update has no
         randomness and no cross-row coupling).
@@ -169,7 +177,7 @@ def row_sharded_update(
     from rpujax.cells import is_compound  # noqa: PLC0415
     from rpujax.configs.update import PulseType  # noqa: PLC0415
     from rpujax.devices import kernel_layout, uses_persistent_weights, weight_granularity  # noqa: PLC0415
-    from rpujax.pulsed import _is_fp_device, jax_backend, probabilities  # noqa: PLC0415
+    from rpujax.pulsed import _backend_module, _is_fp_device, probabilities, resolve_backend  # noqa: PLC0415
     from rpujax.tile.update import _flatten  # noqa: PLC0415
 
     axis = axis or mesh.axis_names[0]
@@ -185,6 +193,7 @@ def row_sharded_update(
     d_size, x_size = state.weights.shape
     if d_size % n:
         raise ValueError(f"row_sharded_update: out_size {d_size} is not divisible by the {n} devices of axis {axis!r}")
+    module = _backend_module(resolve_backend(backend, cfg.update))
     lr = float(lr)
     x2 = _flatten("x", x, state.in_size, state, "in_size")
     d2 = _flatten("d", d, state.out_size, state, "out_size")
@@ -212,7 +221,7 @@ def row_sharded_update(
 
     def shard(w, p, prm, px, pd, bl, kd):
         offset = jax.lax.axis_index(axis).astype(jnp.int32) * local_rows
-        w_new, p_new = jax_backend.apply_pulses(
+        w_new, p_new = module.apply_pulses(
             w, None if p.ndim < 2 else p, prm, px, pd, bl, kd,
             kind=kind, scalars=tuple(scalars), mode=mode, bl_max=bl_max, row_offset=offset,
         )

@@ -19,7 +19,9 @@ What is compared (pure-JAX backend unless stated):
 - data-parallel training of the demo MLP for 20 steps on 1, 2, 4 devices: pulsed weights
   bit-identical (the digital loss differs to rounding, the tiles' x and d do not);
 - with the FFI kernel (where it is built): a batch of 8 seeds through ``map_tiles`` over 4
-  devices is one kernel call per shard and bit-identical to the unsharded vmap.
+  devices is one kernel call per shard and bit-identical to the unsharded vmap; the row-sharded
+  update with the kernel (its ``row_offset`` operand) is bit-identical to the kernel's update of
+  the whole tile, for the same four devices as above.
 """
 
 from __future__ import annotations
@@ -223,12 +225,29 @@ def test_data_parallel_option_of_the_optimizer(results):
     assert results["dp4_option_identical"], results
 
 
-def test_ffi_kernel_inside_shard_map_one_call_per_shard(ffi):
-    res = _run_child("--child-ffi")
+@pytest.fixture(scope="module")
+def ffi_results(ffi) -> dict:
+    return _run_child("--child-ffi")
+
+
+def test_ffi_kernel_inside_shard_map_one_call_per_shard(ffi_results):
+    res = ffi_results
     assert res["kernel_calls_in_program"] == 1  # one call in the shard_map body: one per shard
     assert res["ffi_seeds_identical"]
     assert res["ffi_seeds_sharded"]
     assert res["ffi_seeds_differ"]
+
+
+@pytest.mark.parametrize("name", ["constant_step", "near_bounds", "soft_bounds_write_noise", "exp_step"])
+def test_ffi_row_sharded_update_is_bit_identical(ffi_results, name):
+    res = ffi_results
+    assert res[f"ffi_rows_{name}_identical"], res
+    assert res[f"ffi_rows_{name}_sharded"]
+    assert res[f"ffi_rows_{name}_kernel_calls"] == 1  # the kernel, once in the shard_map body
+    assert res[f"ffi_rows_{name}_changed"] > 0
+    if name == "near_bounds":
+        # the summed form never reaches a bound: weights clipped there came from per-pulse pulses
+        assert res["ffi_rows_near_bounds_at_bounds"] > 0
 
 
 def _child_ffi() -> dict:
@@ -256,12 +275,49 @@ def _child_ffi() -> dict:
     f4 = jax.jit(parallel.map_tiles(upd, mesh))
     a = f1(states, ukeys)
     b = f4(parallel.shard_tiles(states, mesh), ukeys)
-    return {
+    res = {
         "kernel_calls_in_program": f4.lower(states, ukeys).as_text().count("rpujax_pulsed_update"),
         "ffi_seeds_identical": bool(np.array_equal(a.weights, b.weights)),
         "ffi_seeds_sharded": len(b.weights.sharding.device_set) == 4,
         "ffi_seeds_differ": not bool(jnp.all(a.weights[0] == a.weights[1])),
     }
+
+    # row-sharded update with the kernel vs the kernel's update of the whole tile
+    mesh_r = parallel.make_mesh(4, "rows")
+    kw = jax.random.key(9)
+    rng = np.random.default_rng(0)
+    cases = {}
+    for name, dev in (
+        ("constant_step", C.ConstantStepDevice(dw_min_std=0.3)),
+        ("soft_bounds_write_noise", C.SoftBoundsDevice(write_noise_std=0.5)),
+        ("exp_step", C.ExpStepDevice()),
+    ):
+        cfg = C.SingleRPUConfig(device=dev, update=C.UpdateParameters(backend="ffi"))
+        cases[name] = (tile.init(jax.random.key(0), 32, 24, cfg), x, d)
+    # ConstantStep with weights spread between the bounds and long pulse trains: many elements
+    # fail the summed form's guard and take the kernel's per-pulse path
+    cfg = C.SingleRPUConfig(device=C.ConstantStepDevice(dw_min_std=0.3), update=C.UpdateParameters(backend="ffi"))
+    st = tile.init(jax.random.key(4), 64, 96, cfg)
+    lo, hi = st.device["min_bound"], st.device["max_bound"]
+    st = st.replace(weights=lo + (hi - lo) * jnp.asarray(rng.uniform(0, 1, (64, 96)), jnp.float32))
+    xb = jnp.asarray(rng.uniform(-1, 1, (8, 96)), jnp.float32)
+    db = jnp.asarray(rng.uniform(-1, 1, (8, 64)), jnp.float32)
+    cases["near_bounds"] = (st, xb, db)
+    for name, (st, xs, ds) in cases.items():
+        ref = tile.update(st, xs, ds, 0.2, kw)
+        step = jax.jit(lambda s, x, d, k: parallel.row_sharded_update(s, x, d, 0.2, k, mesh_r))
+        sh = parallel.shard_rows(st, mesh_r)
+        out = step(sh, xs, ds, kw)
+        pairs = zip(jax.tree.leaves(ref), jax.tree.leaves(out))
+        res[f"ffi_rows_{name}_identical"] = all(bool(np.array_equal(np.asarray(u), np.asarray(v))) for u, v in pairs)
+        res[f"ffi_rows_{name}_sharded"] = len(out.weights.sharding.device_set) == 4
+        res[f"ffi_rows_{name}_kernel_calls"] = step.lower(sh, xs, ds, kw).as_text().count("@rpujax_pulsed_update")
+        res[f"ffi_rows_{name}_changed"] = float(jnp.max(jnp.abs(ref.weights - st.weights)))
+        if name == "near_bounds":
+            w = np.asarray(out.weights)
+            at = (w == np.asarray(st.device["max_bound"])) | (w == np.asarray(st.device["min_bound"]))
+            res["ffi_rows_near_bounds_at_bounds"] = int(at.sum())
+    return res
 
 
 if __name__ == "__main__" and "--child" in sys.argv:
