@@ -172,6 +172,13 @@ class PCMPresetDevice(ExpStepDevice):
     """Phase-change memory, one-sided exponential step model (Nandakumar et al. 2020).
 
     Potentiation only in practice (``w_min = 0``); used in pairs by :class:`PCMPresetUnitCell`.
+
+    The values are aihwkit's. They make a coarse, noisy device: the up step
+    ``dw_min·(1 + 27.235·e^{−2.5·g})`` is 0.28 at ``g = 0`` (28× ``dw_min``, 9× the weight
+    granularity 0.032 used for pulse counts) and 0.012 at ``g = 2``; the per-pulse noise
+    ``0.6·(|Δg| + 0.042 + 0.108·|g|)`` exceeds the mean step above ``g ≈ 0.3``. A pulsed regression
+    with weights of a few tenths does not converge with this preset (tests/test_presets_training.py
+    gives the measurements); aihwkit's ExpStep update is the same computation.
     """
 
     dw_min: float = 0.01
