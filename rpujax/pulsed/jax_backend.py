@@ -12,7 +12,8 @@ Structure (per sample ``b``, ``lax.scan`` over the batch, everything inside vect
    and 2 compute the deterministic counts;
 3. ConstantStep: the summed form with its exactness guard (one ``SUM_NORMAL`` per element); the
    per-pulse loop runs only if some element fails the guard, on those elements only (gathered
-   into the smallest of a few static buffer sizes that holds them, ``lax.switch``);
+   into the smallest of a few static buffer sizes that holds them, ``lax.switch``; under vmap one
+   switch serves the failing elements of all tiles, see :func:`_bound_fallback`);
    other devices: ``lax.while_loop`` over pulse numbers ``t < max n`` with ``PULSE_NORMAL(t)``,
    calling :func:`rpujax.devices.apply_pulse`, each element changing only while ``t < n_ij``;
 4. write noise: pulses act on the persistent weights, then every element with ``n > 0`` gets
@@ -240,7 +241,6 @@ def _constant_step(
     s0: Array,
     s1: Array,
     idx: Array,
-    idx_base: Array | int = 0,
 ) -> Array:
     """ConstantStep: summed form where the guard holds, per-pulse where it does not."""
     b_max, b_min, s_up, s_down = params[:4]
@@ -259,37 +259,107 @@ def _constant_step(
     fallback = active & ~ok
     w_new = jnp.where(active, w_sum, w)
 
-    size = w.size
-    # Static sizes of the compacted fallback buffers, smallest first: the per-pulse loop costs
-    # (buffer size) x (max count), so a handful of failing elements should not pay for a large
-    # buffer. None for small arrays.
-    caps = sorted({c for c in (size // 256, size // 64, size // 16, size // 4) if 256 <= c < size})
-    m = jnp.sum(fallback, dtype=jnp.int32)
+    # rows of one element each; the fallback works on (rows, elements) so that a vmap over tiles
+    # can hand it every tile's failing elements at once (see _bound_fallback)
+    row = lambda a: jnp.reshape(a, (1, -1))  # noqa: E731
+    out = _bound_fallback(scalars)(
+        row(w_new), row(w), tuple(row(p) for p in params[:4]), row(down), row(jnp.where(fallback, n, 0)),
+        jnp.reshape(s0, (1,)), jnp.reshape(s1, (1,)), row(jnp.broadcast_to(idx, w.shape)),
+    )
+    return out.reshape(w.shape)
 
-    def compact(cap, w_new):
-        # Gather the failing elements into a buffer of static size, run the per-pulse loop there,
-        # scatter back. Counters use the element's flat index i*X + j, so the draws are the same
-        # as on the full array.
-        flat = _true_indices(fallback.ravel(), cap)
-        safe = jnp.minimum(flat, size - 1)
-        take = lambda a: a.ravel()[safe]  # noqa: E731
-        n_c = jnp.where(flat < size, take(n), 0)
-        w_pp = _per_pulse(
-            CONSTANT_STEP, scalars, take(w), tuple(take(p) for p in params), take(down), n_c, s0, s1,
-            safe.astype(jnp.uint32) + jnp.asarray(idx_base, jnp.uint32),
+
+def _fallback_caps(size: int) -> list[int]:
+    """Static sizes of the compacted fallback buffers, smallest first: the per-pulse loop costs
+    (buffer size) x (max count), so a handful of failing elements should not pay for a large
+    buffer. Empty for small arrays."""
+    return sorted({c for c in (size // 256, size // 64, size // 16, size // 4) if 256 <= c < size})
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_fallback(scalars: tuple[float, ...]):
+    """The per-pulse ConstantStep fallback of the elements where the summed form's guard fails.
+
+    ``f(w_new, w, params, down, n, s0, s1, idx) -> w_new'`` on ``(R, L)`` arrays: ``R`` rows of
+    ``L`` elements, row ``r`` drawing with sample key ``(s0[r], s1[r])`` (``[R]`` or ``[1]``)
+    and element counters ``idx``; ``params`` (four arrays) and ``idx`` may have one row shared by
+    all. ``n`` is the pulse count of the failing elements, 0 elsewhere; they get ``n`` single
+    pulses applied to ``w``, every other element keeps ``w_new``.
+
+    Which of the static buffer sizes runs is a ``lax.switch`` on the number of failing elements.
+    Under a plain ``vmap`` that index would be batched, and vmap turns a switch with a batched
+    index into evaluating *every* branch (the per-pulse loop over the whole array included) for
+    every tile, then selecting: about 10x the cost of one tile. Hence the ``custom_vmap`` rule:
+    it folds the vmapped axis into the rows and calls this function again, so one unbatched
+    switch picks a buffer for the failing elements of all tiles together. That changes no
+    tile's bits although an element may now land in a different buffer than in a call of its
+    own: its pulses depend only on its own operands, key and counter, not on where it sits, and
+    the extra trips of a shared loop (``t`` up to the largest count in the buffer) leave an
+    element with ``t >= n`` unchanged. Calling this function again (rather than inlining the
+    unbatched body) makes a nested vmap fold each level the same way.
+    """
+    @jax.custom_batching.custom_vmap
+    def fallback(w_new, w, params, down, n, s0, s1, idx):
+        rows, length = w.shape
+        size = rows * length
+        m = jnp.sum(n > 0, dtype=jnp.int32)
+        keys_per_row = s0.shape[0] != 1
+
+        def compact(cap, w_new):
+            # Gather the failing elements into a buffer of static size, run the per-pulse loop
+            # there, scatter back. Counters come from idx (the element's flat index i*X + j),
+            # so the draws are those of the full array.
+            flat = _true_indices((n > 0).ravel(), cap)
+            safe = jnp.minimum(flat, size - 1)
+            col = safe % length if rows > 1 else safe
+
+            def take(a):
+                return a.ravel()[safe] if a.shape[0] != 1 else a[0][col]
+
+            k0, k1 = (s0[safe // length], s1[safe // length]) if keys_per_row else (s0[0], s1[0])
+            n_c = jnp.where(flat < size, take(n), 0)
+            w_pp = _per_pulse(CONSTANT_STEP, scalars, take(w), tuple(take(p) for p in params), take(down), n_c,
+                              k0, k1, take(idx))
+            return w_new.ravel().at[flat].set(w_pp, mode="drop").reshape(w.shape)
+
+        def full(w_new):
+            k0, k1 = (s0[:, None], s1[:, None]) if keys_per_row else (s0[0], s1[0])
+            w_pp = _per_pulse(CONSTANT_STEP, scalars, w, params, down, n, k0, k1, idx)
+            return jnp.where(n > 0, w_pp, w_new)
+
+        caps = _fallback_caps(size)
+        if not caps:
+            return jax.lax.cond(m > 0, full, lambda w_new: w_new, w_new)
+        branches = [lambda w_new: w_new] + [functools.partial(compact, c) for c in caps] + [full]
+        # 0: nothing fails; i: the i-th buffer is the smallest that holds them all; last: all rows
+        branch = jnp.where(m == 0, 0, 1 + sum((m > c).astype(jnp.int32) for c in caps))
+        return jax.lax.switch(branch, branches, w_new)
+
+    @fallback.def_vmap
+    def _rule(axis_size, in_batched, w_new, w, params, down, n, s0, s1, idx):
+        rows = w_new.shape[-2] if in_batched[0] else w_new.shape[0]
+
+        def fold(a, batched, shareable):
+            # batched (B, R?, ...) -> (B*R, ...); an unbatched single row stays shared if allowed
+            lead = a.shape[1] if batched else a.shape[0]
+            if not batched and lead == 1 and shareable:
+                return a
+            if not batched:
+                a = jnp.broadcast_to(a, (axis_size, *a.shape))
+            if lead != rows:
+                a = jnp.broadcast_to(a, (axis_size, rows, *a.shape[2:]))
+            return a.reshape(axis_size * rows, *a.shape[2:])
+
+        b_w_new, b_w, b_params, b_down, b_n, b_s0, b_s1, b_idx = in_batched
+        out = fallback(
+            fold(w_new, b_w_new, False), fold(w, b_w, False),
+            tuple(fold(p, b, True) for p, b in zip(params, b_params)),
+            fold(down, b_down, False), fold(n, b_n, False),
+            fold(s0, b_s0, True), fold(s1, b_s1, True), fold(idx, b_idx, True),
         )
-        return w_new.ravel().at[flat].set(w_pp, mode="drop").reshape(w.shape)
+        return out.reshape(axis_size, rows, -1), True
 
-    def full(w_new):
-        w_pp = _per_pulse(CONSTANT_STEP, scalars, w, params, down, jnp.where(fallback, n, 0), s0, s1, idx)
-        return jnp.where(fallback, w_pp, w_new)
-
-    if not caps:
-        return jax.lax.cond(m > 0, full, lambda w_new: w_new, w_new)
-    branches = [lambda w_new: w_new] + [functools.partial(compact, c) for c in caps] + [full]
-    # 0: nothing fails; i: the i-th buffer is the smallest that holds them all; last: whole array
-    branch = jnp.where(m == 0, 0, 1 + sum((m > c).astype(jnp.int32) for c in caps))
-    return jax.lax.switch(branch, branches, w_new)
+    return fallback
 
 
 def apply_pulses(
@@ -352,7 +422,7 @@ def apply_pulses(
         n, down = _counts(mode, s0, s1, px_b, pd_b, bl_b, bl_max, row_offset)
         target = p if use_persistent else w
         if summed:
-            target = _constant_step(scalars, target, ptuple, down, n, s0, s1, idx, idx_base)
+            target = _constant_step(scalars, target, ptuple, down, n, s0, s1, idx)
         else:
             target = _per_pulse(kind, scalars, target, ptuple, down, n, s0, s1, idx)
         if use_persistent:
