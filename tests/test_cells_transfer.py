@@ -443,3 +443,86 @@ def test_config_validation() -> None:
         tile.init(jax.random.key(0), D, X, _config(TransferCompound()))
     assert hash(BufferedTransferCompound(unit_cell_devices=[DEV, DEV])) == hash(
         BufferedTransferCompound(unit_cell_devices=(DEV, DEV)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Two-chunk update of A (periods that are multiples of the batch)
+# ---------------------------------------------------------------------------------------------
+
+
+def _per_vector(monkeypatch):
+    """Force the per-vector scan (and drop compiled programs that baked in the chunked path)."""
+    from rpujax.cells import transfer
+
+    monkeypatch.setattr(transfer, "_chunkable", lambda *a: False)
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("cls", [TransferCompound, BufferedTransferCompound])
+def test_two_chunk_update_matches_per_vector_scan_exactly(cls, monkeypatch) -> None:
+    """With exact updates the chunked path is the per-vector scan up to float rounding.
+
+    Calls of 3, 4, 4, 2 vectors with ``units_in_mbatch`` shift the transfer point inside a batch
+    (after vector 0, 3, ... of a call), so a wrong ``v*`` moves a transfer and shows up here.
+    """
+    from rpujax.cells import transfer
+
+    kw = {"units_in_mbatch": False, "transfer_every": 4} if cls is BufferedTransferCompound else {}
+    cell = cls(unit_cell_devices=[DEV, DEV], transfer_forward=PERFECT, transfer_update=FP, **kw)
+    rng = np.random.default_rng(0)
+    calls = [(rng.normal(size=(b, X)).astype(np.float32), rng.normal(size=(b, D)).astype(np.float32) / 4)
+             for b in (4, 4, 3, 4, 4, 2)]
+    if cls is TransferCompound:
+        assert transfer._chunkable(cell, transfer.transfer_periods(cell, 4, D, X), 4)
+
+    def run():
+        state = _prepared(cell)
+        for k, (x, d) in enumerate(calls):
+            state = tile.update(state, x, d, ETA, jax.random.key(k))
+        return state
+
+    chunked = run()
+    with monkeypatch.context() as m:
+        _per_vector(m)
+        scanned = run()
+    jax.clear_caches()
+    for k in ("hidden_weights",):
+        np.testing.assert_allclose(np.asarray(chunked.device[k]), np.asarray(scanned.device[k]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(chunked.weights), np.asarray(scanned.weights), rtol=1e-5, atol=1e-6)
+    assert int(chunked.aux["cell"]["update_count"]) == int(scanned.aux["cell"]["update_count"]) == 21
+    np.testing.assert_array_equal(np.asarray(chunked.aux["cell"]["slice_idx"]),
+                                  np.asarray(scanned.aux["cell"]["slice_idx"]))
+
+
+def test_two_chunk_update_has_the_per_vector_distribution(monkeypatch) -> None:
+    """Pulsed ConstantStep with cycle-to-cycle noise: mean and spread of A and C over 400 keys agree.
+
+    Tolerance: 5 standard errors of the difference of two independent means (and of two sample
+    variances, SE ≈ σ²·sqrt(2/(n−1)) each) per element, applied to the largest deviation.
+    """
+    dev = ConstantStepDevice(dw_min=0.01, dw_min_std=0.3, w_max_dtod=0.0, w_min_dtod=0.0, dw_min_dtod=0.0,
+                             up_down_dtod=0.0)
+    cell = TransferCompound(unit_cell_devices=[dev, dev], transfer_forward=PERFECT, gamma=0.5)
+    cfg = UnitCellRPUConfig(device=cell, forward=PERFECT, backward=PERFECT)
+    x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (4, X)), jnp.float32)
+    d = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (4, D)), jnp.float32)
+    base = tile.set_weights(tile.init(jax.random.key(0), D, X, cfg), jnp.zeros((D, X)))
+
+    def hidden(keys):
+        f = jax.jit(jax.vmap(lambda k: tile.update(tile.update(base, x, d, 0.1, k), x, d, 0.1,
+                                                   jax.random.fold_in(k, 1)).device["hidden_weights"]))
+        return np.asarray(f(keys), np.float64)
+
+    n = 400
+    keys = jax.random.split(jax.random.key(3), n)
+    a = hidden(keys)
+    with monkeypatch.context() as m:
+        _per_vector(m)
+        b = hidden(jax.random.split(jax.random.key(4), n))
+    jax.clear_caches()
+    se_mean = np.sqrt((a.var(0) + b.var(0)) / n) + 1e-9
+    assert np.max(np.abs(a.mean(0) - b.mean(0)) / se_mean) < 5.0
+    se_var = np.sqrt(2.0 / (n - 1)) * (a.var(0) + b.var(0)) + 1e-12
+    assert np.max(np.abs(a.var(0) - b.var(0)) / se_var) < 5.0
+    # the transfer moved something into C in both
+    assert np.abs(a[:, 1].mean(0)).max() > 0 and np.abs(b[:, 1].mean(0)).max() > 0

@@ -6,7 +6,10 @@ Device 0 (``A``, fast) receives the gradient updates; transfers move what it lea
 per vector ``v`` the gradient step on ``A`` (the single-device kernel with batch 1 and the mean
 granularity of all sub-devices), then the vector counter ``c`` advances and device ``j``
 transfers to ``j + 1`` when ``c mod every_j == 0`` (``every_j = ceil(te_j·batch)`` with
-``units_in_mbatch``, else ``round(te_j)``).
+``units_in_mbatch``, else ``round(te_j)``). When every period is a multiple of the batch and the
+fast lr is constant (Tiki-Taka presets: ``units_in_mbatch``, ``transfer_every = 1``), all transfers
+of a call fall after one vector, and ``A`` is updated in two kernel calls around it instead of one
+per vector (:func:`_update_in_two_chunks`; same distribution, other random draws).
 
 Transfer reads go through ``transfer_forward`` with noise and bound management forced off
 (forward passes with one-hot inputs for columns, backward passes for rows); writes are pulsed
@@ -273,7 +276,7 @@ def _buffer_granularity(cell: Any, dw_a: float, in_size: int) -> float:
 
 
 def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: str | None) -> TileState:
-    """One update call, scanned over the vectors of the batch (see the module docstring)."""
+    """One update call: scanned over the vectors of the batch, or in two chunks (module docstring)."""
     cell = state.rpu_config.device
     cfgs = c.sub_configs(cell)
     n = len(cfgs)
@@ -324,7 +327,68 @@ def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: s
 
     x = jnp.asarray(x, jnp.float32)
     d = jnp.asarray(d, jnp.float32)
+    if _chunkable(cell, periods, batch):
+        return _update_in_two_chunks(state, x, d, lr, k_fast, k_tr, periods, backend)
     (device, aux), _ = jax.lax.scan(step, (state.device, c.cell_aux(state)), (x, d, jnp.arange(batch)))
+    state = c.with_cell_aux(state.replace(device=device), aux)
+    return state.replace(weights=reduce(state).astype(state.weights.dtype))
+
+
+def _chunkable(cell: Any, periods: tuple[int, ...], batch: int) -> bool:
+    """Whether a batch can be applied to ``A`` in two kernel calls instead of one per vector.
+
+    Needs a fast lr that does not change from vector to vector (no chopper / auto-scale kinds)
+    and transfer periods that are multiples of the batch (e.g. ``units_in_mbatch`` with an integer
+    ``transfer_every``): then every transfer of the batch falls after the same vector.
+    """
+    active = [p for p in periods if p > 0]
+    return batch > 1 and not c.chopped(cell) and bool(active) and all(p % batch == 0 for p in active)
+
+
+def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fast: Array, k_tr: Array,
+                          periods: tuple[int, ...], backend: str | None) -> TileState:
+    """The batch in two ``A`` updates around its transfer point (aihwkit's CUDA chunking, spec §3.0).
+
+    With every period a multiple of the batch, a transfer can only follow the vector ``v*`` after
+    which the vector counter is a multiple of the batch, ``v* = batch − 1 − (count mod batch)``.
+    Vectors ``0..v*`` update ``A`` in one kernel call (the others enter with ``d = 0``, which makes
+    no pulses), the transfers due at ``v*`` run, then vectors ``v*+1..`` in a second call. Each
+    vector's pulses are applied in order as in the per-vector scan, with the same per-vector BL and
+    update management, so the result has the same distribution; the random draws differ (one key
+    per call instead of per vector), and write noise is drawn once per call for the elements the
+    call pulsed, as aihwkit's CUDA tile does per batch (its CPU tile draws it per vector).
+    """
+    cell = state.rpu_config.device
+    cfgs = c.sub_configs(cell)
+    batch = x.shape[0]
+    up = state.rpu_config.update
+    g = c.granularity(cell)
+    drift, bias = state.drift, state.bias
+    count_lr = _base_fast_lr(cell, lr)
+    k_first, k_second = jax.random.split(k_fast)
+    aux = dict(c.cell_aux(state))
+    count0 = aux["update_count"]
+    v_star = (batch - 1 - count0 % batch).astype(jnp.int32)
+    first = (jnp.arange(batch) <= v_star)[:, None]
+
+    def update_a(device, d_part, key):
+        sub0 = c.sub_state(device, drift, cfgs, 0, bias)
+        sub0 = c.sub_update(sub0, up, x, d_part, count_lr, key, g, backend)
+        return c.restack(device, drift, cfgs, [sub0], at=[0])[0]
+
+    device = update_a(state.device, jnp.where(first, d, 0.0), k_first)
+    count = count0 + v_star + 1
+    aux["update_count"] = count
+    for j, period in enumerate(periods[:-1]):
+        if period <= 0:
+            continue
+        # the per-vector scan's key for a transfer after vector v*
+        k_ev = jax.random.fold_in(jax.random.fold_in(k_tr, v_star), j)
+        event = functools.partial(_transfer_event, cell=cell, cfgs=cfgs, j=j, lr=lr, count_lr=count_lr,
+                                  key=k_ev, drift=drift, bias=bias, backend=backend)
+        device, aux = jax.lax.cond(count % period == 0, event, lambda ops: ops, (device, aux))
+    device = update_a(device, jnp.where(first, 0.0, d), k_second)
+    aux["update_count"] = count0 + batch
     state = c.with_cell_aux(state.replace(device=device), aux)
     return state.replace(weights=reduce(state).astype(state.weights.dtype))
 
