@@ -65,6 +65,25 @@ std::optional<ffi::Error> tile_operand(const char* name, const Buf& buf, std::in
   return std::nullopt;
 }
 
+// Operands, results and attributes of `rpujax_pulsed_update` in call order (ffi/README.md §4), to
+// append to a binding that holds the platform's context arguments, so that the CPU and the CUDA
+// handler cannot drift apart: `ffi::Ffi::Bind().Ctx<...>() RPUJAX_PULSED_UPDATE_SIGNATURE`.
+#define RPUJAX_PULSED_UPDATE_SIGNATURE               \
+  .Arg<::xla::ffi::Buffer<::xla::ffi::F32>>() /* weights */    \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::F32>>() /* persistent */ \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::F32>>() /* params */     \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::F32>>() /* px */         \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::F32>>() /* pd */         \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::S32>>() /* bl */         \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::U32>>() /* key */        \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::S32>>() /* row_offset */ \
+      .Ret<::xla::ffi::Buffer<::xla::ffi::F32>>() /* weights */    \
+      .Ret<::xla::ffi::Buffer<::xla::ffi::F32>>() /* persistent */ \
+      .Attr<int32_t>("kind")                                         \
+      .Attr<int32_t>("mode")                                         \
+      .Attr<int32_t>("bl_max")                                       \
+      .Attr<::xla::ffi::Span<const double>>("scalars")
+
 // Checks the operands and attributes of a call and fills `lay`.
 inline std::optional<ffi::Error> make_layout(const ffi::Buffer<ffi::F32>& w, const ffi::Buffer<ffi::F32>& pers,
                                              const ffi::Buffer<ffi::F32>& params, const ffi::Buffer<ffi::F32>& px,

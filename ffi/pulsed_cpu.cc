@@ -770,19 +770,6 @@ ffi::Future PulsedUpdateImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w_in, f
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxPulsedUpdateCpu, rpujax::pulsed_cpu::PulsedUpdateImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // persistent
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // params
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // px
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // pd
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // bl
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // row_offset
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // weights
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // persistent
-                                  .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("mode")
-                                  .Attr<int32_t>("bl_max")
-                                  .Attr<ffi::Span<const double>>("scalars"));
+                                  RPUJAX_PULSED_UPDATE_SIGNATURE);
 
 RPUJAX_FFI_REGISTER("rpujax_pulsed_update", RpujaxPulsedUpdateCpu);

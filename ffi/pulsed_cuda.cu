@@ -284,19 +284,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxPulsedUpdateCuda, rpujax::pulsed_cuda::Pulse
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
                                   .Ctx<ffi::ScratchAllocator>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // persistent
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // params
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // px
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // pd
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // bl
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // row_offset
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // weights
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // persistent
-                                  .Attr<int32_t>("kind")
-                                  .Attr<int32_t>("mode")
-                                  .Attr<int32_t>("bl_max")
-                                  .Attr<ffi::Span<const double>>("scalars"));
+                                  RPUJAX_PULSED_UPDATE_SIGNATURE);
 
 RPUJAX_FFI_REGISTER("rpujax_pulsed_update", RpujaxPulsedUpdateCuda);

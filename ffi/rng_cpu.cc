@@ -36,9 +36,7 @@ ffi::Error NormalsImpl(ffi::Buffer<ffi::U32> key, ffi::Buffer<ffi::U32> c0, ffi:
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxThreefryCpu, ThreefryImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  RPUJAX_RNG_OPERANDS
                                   .Ret<ffi::Buffer<ffi::U32>>()  // y0
                                   .Ret<ffi::Buffer<ffi::U32>>()  // y1
 );
@@ -46,9 +44,7 @@ RPUJAX_FFI_REGISTER("rpujax_threefry", RpujaxThreefryCpu);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxBoxMullerNormalsCpu, NormalsImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  RPUJAX_RNG_OPERANDS
                                   .Ret<ffi::Buffer<ffi::F32>>()  // z
 );
 RPUJAX_FFI_REGISTER("rpujax_box_muller_normals", RpujaxBoxMullerNormalsCpu);

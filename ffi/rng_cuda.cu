@@ -71,9 +71,7 @@ ffi::Error NormalsImpl(cudaStream_t stream, ffi::Buffer<ffi::U32> key, ffi::Buff
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxThreefryCuda, ThreefryImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  RPUJAX_RNG_OPERANDS
                                   .Ret<ffi::Buffer<ffi::U32>>()  // y0
                                   .Ret<ffi::Buffer<ffi::U32>>()  // y1
 );
@@ -82,9 +80,7 @@ RPUJAX_FFI_REGISTER("rpujax_threefry", RpujaxThreefryCuda);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RpujaxBoxMullerNormalsCuda, NormalsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // key (..., 2)
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c0
-                                  .Arg<ffi::Buffer<ffi::U32>>()  // c1
+                                  RPUJAX_RNG_OPERANDS
                                   .Ret<ffi::Buffer<ffi::F32>>()  // z
 );
 RPUJAX_FFI_REGISTER("rpujax_box_muller_normals", RpujaxBoxMullerNormalsCuda);

@@ -22,6 +22,12 @@ namespace rng_ffi {
 
 namespace ffi = xla::ffi;
 
+// The operands of both rng handlers (key (..., 2), c0, c1), shared by the CPU and CUDA bindings.
+#define RPUJAX_RNG_OPERANDS                                           \
+  .Arg<::xla::ffi::Buffer<::xla::ffi::U32>>() /* key (..., 2) */ \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::U32>>() /* c0 */        \
+      .Arg<::xla::ffi::Buffer<::xla::ffi::U32>>() /* c1 */
+
 struct Layout {
   int64_t n;        // elements per output
   int64_t per_key;  // elements per key (n / K); 0 when n == 0
