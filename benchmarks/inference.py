@@ -25,33 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from _timing import machine, wall_and_cpu
 
 from rpujax import inference, tile
 from rpujax.configs.inference import InferenceRPUConfig
 
 TIMES = (1.0, 3600.0, 86400.0, 2592000.0, 31536000.0)
-
-
-def _time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
-    """Median wall time and median process CPU time (all threads) of ``fn`` after a warm-up.
-
-    CPU time is reported too because on a shared machine the wall time mostly measures the load.
-    """
-    jax.block_until_ready(fn())  # compile / warm up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(fn())
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def main() -> None:
@@ -104,25 +88,22 @@ def main() -> None:
             results.append(jnp.stack(row))
         return jnp.stack(results)
 
-    (t_vmap, c_vmap) = _time(lambda: vmapped(state, seed_keys), args.repeats)
-    (t_chunk, c_chunk) = _time(lambda: chunked(state, seed_keys), args.repeats)
-    (t_loop, c_loop) = _time(loop, args.repeats)
+    (t_vmap, c_vmap) = wall_and_cpu(lambda: vmapped(state, seed_keys), args.repeats)
+    (t_chunk, c_chunk) = wall_and_cpu(lambda: chunked(state, seed_keys), args.repeats)
+    (t_loop, c_loop) = wall_and_cpu(loop, args.repeats)
     errs_v = vmapped(state, seed_keys)
     errs_c = chunked(state, seed_keys)
     errs_l = loop()
     result = {
         "backend": jax.default_backend(),
         "devices": [str(dev) for dev in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
+        "machine": machine(),
         "shape": [n, n],
         "seeds": args.seeds,
         "times_s": list(TIMES),
         "batch": args.batch,
         "repeats": args.repeats,
         "chunk": args.chunk,
-        "load_average_1min": os.getloadavg()[0],
         "median_s": {"vmapped": t_vmap, "vmapped_chunks": t_chunk, "loop": t_loop},
         "median_cpu_s": {"vmapped": c_vmap, "vmapped_chunks": c_chunk, "loop": c_loop},
         "ratio": {"loop_over_vmapped": t_loop / t_vmap, "loop_over_vmapped_chunks": t_loop / t_chunk},

@@ -20,36 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from _timing import interleaved, machine, medians, round_ratios
 
 from rpujax import tile
 from rpujax.configs import DriftParameter, SingleRPUConfig, SoftBoundsDevice
 from rpujax.tile import lifecycle
 from rpujax.tile.lifecycle import _normal
-
-
-def _interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], rounds: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Time every function once per round, the functions one after the other within a round, so
-    that a load change on a shared machine hits an operator and its floor alike."""
-    for fn, args in fns.values():
-        for _ in range(warmup):
-            jax.block_until_ready(fn(*args))
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    first_fn, first_args = next(iter(fns.values()))
-    for _ in range(rounds):
-        # untimed call: the first call of a round otherwise pays for waking the thread pool
-        jax.block_until_ready(first_fn(*first_args))
-        for name, (fn, args) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def main() -> None:
@@ -98,21 +78,18 @@ def main() -> None:
 
     fns = {f"floor_{name}": fa for name, fa in floors.items()}
     fns.update({name: (fn, a) for name, (fn, a, _) in ops.items()})
-    times = _interleaved(fns, args.repeats)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    times = interleaved(fns, args.repeats)
+    median = medians(times)
     ratio: dict[str, float] = {}
     for name, (_, _, floor) in ops.items():
         # median over rounds of the per-round ratio (robust to load changes between rounds)
         for ref in (floor, "scale"):
-            per_round = [a / b for a, b in zip(times[name], times[f"floor_{ref}"])]
-            ratio[f"{name}_over_{ref}"] = statistics.median(per_round)
+            ratio[f"{name}_over_{ref}"] = round_ratios(times, name, f"floor_{ref}")
 
     result = {
         "backend": jax.default_backend(),
         "devices": [str(dev) for dev in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
+        "machine": machine(),
         "shape": [n, n],
         "repeats": args.repeats,
         "median_s": median,

@@ -16,34 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import time
-from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
+from _timing import interleaved, machine, medians, round_ratios
+
 from rpujax.configs import SingleRPUConfig
 from rpujax.tile.mvm import backward, forward, sample_periphery_parameters
 from rpujax.tile.state import TileState
-
-
-def _time_interleaved(fns: dict[str, tuple[Callable[..., Any], tuple]], repeats: int, warmup: int = 5):
-    """Median time of each function, timed round-robin so that machine load hits all of them alike.
-
-    Returns the per-function medians and the per-round samples (for per-round ratios).
-    """
-    for fn, args in fns.values():
-        for _ in range(warmup):
-            jax.block_until_ready(fn(*args))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, (fn, args) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in samples.items()}, samples
 
 
 def main() -> None:
@@ -73,7 +54,7 @@ def main() -> None:
     fwd = jax.jit(forward)
     bwd = jax.jit(backward)
 
-    med, samples = _time_interleaved(
+    samples = interleaved(
         {
             "matmul_default_precision": (floor_default, (x, w)),
             "matmul_highest_precision": (floor_highest, (x, w)),
@@ -83,18 +64,17 @@ def main() -> None:
         },
         args.repeats,
     )
+    med = medians(samples)
     t_floor, t_floor_hi = med["matmul_default_precision"], med["matmul_highest_precision"]
     t_floor_bwd, t_fwd, t_bwd = med["matmul_backward_default_precision"], med["forward"], med["backward"]
 
     def round_ratio(num: str, den: str) -> float:
-        return statistics.median(a / b for a, b in zip(samples[num], samples[den]))
+        return round_ratios(samples, num, den)
 
     result = {
         "backend": jax.default_backend(),
         "devices": [str(dev) for dev in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "jax": jax.__version__,
+        "machine": machine(),
         "shape": {"out": n, "in": n, "batch": batch},
         "repeats": args.repeats,
         "median_s": {
@@ -113,7 +93,6 @@ def main() -> None:
             "forward_over_matmul": round_ratio("forward", "matmul_default_precision"),
             "backward_over_matmul": round_ratio("backward", "matmul_backward_default_precision"),
         },
-        "load_average_1min": os.getloadavg()[0],
     }
     print(f"backend={result['backend']} devices={result['devices']}")
     for name, t in result["median_s"].items():
@@ -122,7 +101,7 @@ def main() -> None:
         print(f"  {name:36s} {r:9.2f} x")
     for name, r in result["median_of_per_round_ratios"].items():
         print(f"  {name + ' (per-round median)':36s} {r:9.2f} x")
-    print(f"  load average (1 min): {result['load_average_1min']:.2f}")
+    print(f"  load average (1 min): {result['machine'].get('load_average', ['?'])[0]}")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)

@@ -31,10 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
+
+from _timing import machine
 
 
 def _measure(args: argparse.Namespace, mode: str) -> dict:
@@ -129,11 +130,6 @@ def _run(args: argparse.Namespace, mode: str, devices: int) -> dict:
     return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
 
 
-def _machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(),
-            "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None)
@@ -174,7 +170,7 @@ def main() -> None:
     if args.rows_only:
         if args.out:
             with open(args.out, "w") as f:
-                json.dump({"machine": _machine(), f"rows_update_{args.devices}dev": rows}, f, indent=2)
+                json.dump({"machine": machine(), f"rows_update_{args.devices}dev": rows}, f, indent=2)
         return
     single = _run(args, "single", 1)
     vmapped = _run(args, "vmap", 1)
@@ -183,7 +179,7 @@ def main() -> None:
     result = {
         "workload": f"{args.seeds} seeds x {args.size}x{args.size} ConstantStep tile, update (batch {args.batch}, "
                     "lr 0.1) + forward",
-        "machine": _machine(),
+        "machine": machine(),
         "single": single,
         "vmap_1dev": vmapped,
         f"shard_{args.devices}dev": sharded,

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from typing import Any
@@ -26,6 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from _timing import machine
 
 from rpujax import optim
 from rpujax.configs import ConstantStepDevice, FloatingPointRPUConfig, SingleRPUConfig, SoftBoundsDevice
@@ -123,10 +124,7 @@ def main() -> None:
         "lr": args.lr,
         "timed_epochs": args.epochs,
         "pulsed_backend": backend,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
+        "machine": machine(),
         "results": results,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -26,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from typing import Any
+
+from _timing import machine
 
 AIHWKIT_MS = (1900.0, 2200.0)  # ConstantStep 512x512 B64 lr 0.1, one thread
 AIHWKIT_CASE = "constant_step-512-b64-lr0.1"
@@ -129,24 +130,6 @@ def worker(cases: list[tuple], min_repeats: int, jax_max_elems: int) -> list[dic
     return out
 
 
-def _machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version()}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info["cpus_available"] = len(os.sched_getaffinity(0))
-    try:
-        info["load_average_at_start"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/update.json")
@@ -167,7 +150,7 @@ def main() -> None:
 
     cases = [c for c in CASES if not args.quick or c[0] == AIHWKIT_CASE]
     cpus = sorted(os.sched_getaffinity(0))
-    machine = _machine()
+    machine_info = machine()
     results: list[dict[str, Any]] = []
     for nt in args.threads:
         if nt > len(cpus):
@@ -184,11 +167,11 @@ def main() -> None:
     try:
         from rpujax import _ffi_cpu
 
-        machine["ffi_build"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _ffi_cpu.build_info().items()}
+        machine_info["ffi_build"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in _ffi_cpu.build_info().items()}
     except Exception as err:  # noqa: BLE001 - informational only
-        machine["ffi_build"] = f"unavailable: {err}"
+        machine_info["ffi_build"] = f"unavailable: {err}"
     try:
-        machine["load_average_at_end"] = os.getloadavg()
+        machine_info["load_average_at_end"] = os.getloadavg()
     except OSError:
         pass
 
@@ -216,7 +199,7 @@ def main() -> None:
             ratios.append(entry)
 
     report = dict(
-        machine=machine,
+        machine=machine_info,
         reference=dict(case=AIHWKIT_CASE, aihwkit_1_2_0_cpu_one_thread_ms=list(AIHWKIT_MS),
                        aihwkit_ns_per_element_sample=[a * 1e-3 / (64 * 512 * 512) * 1e9 for a in AIHWKIT_MS]),
         results=results,
