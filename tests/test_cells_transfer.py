@@ -454,26 +454,34 @@ def _per_vector(monkeypatch):
     """Force the per-vector scan (and drop compiled programs that baked in the chunked path)."""
     from rpujax.cells import transfer
 
-    monkeypatch.setattr(transfer, "_chunkable", lambda *a: False)
+    monkeypatch.setattr(transfer, "_chunk_rule", lambda *a: None)
     jax.clear_caches()
 
 
-@pytest.mark.parametrize("cls", [TransferCompound, BufferedTransferCompound])
+CHOPPED_KW = {"units_in_mbatch": False, "transfer_every": 5, "auto_scale": True, "fast_lr": 0.05,
+              "in_chop_prob": 1.0, "in_chop_random": True}
+
+
+@pytest.mark.parametrize("cls", [TransferCompound, BufferedTransferCompound, ChoppedTransferCompound,
+                                 DynamicTransferCompound])
 def test_two_chunk_update_matches_per_vector_scan_exactly(cls, monkeypatch) -> None:
     """With exact updates the chunked path is the per-vector scan up to float rounding.
 
-    Calls of 3, 4, 4, 2 vectors with ``units_in_mbatch`` shift the transfer point inside a batch
-    (after vector 0, 3, ... of a call), so a wrong ``v*`` moves a transfer and shows up here.
+    Calls of 4, 4, 3, 4, 4, 2 vectors move the transfer point inside a call (``units_in_mbatch``
+    with ``transfer_every = 1``: "aligned"; every 4 or 5 vectors: "single" or "aligned" by call),
+    so a wrong ``v*`` moves a transfer and shows up here. The chopped kinds also check the
+    per-vector auto-scaled fast lr folded into ``d`` and the choppers flipped between the chunks.
     """
     from rpujax.cells import transfer
 
-    kw = {"units_in_mbatch": False, "transfer_every": 4} if cls is BufferedTransferCompound else {}
+    kw = {TransferCompound: {}, BufferedTransferCompound: {"units_in_mbatch": False, "transfer_every": 4}}.get(
+        cls, CHOPPED_KW)
     cell = cls(unit_cell_devices=[DEV, DEV], transfer_forward=PERFECT, transfer_update=FP, **kw)
     rng = np.random.default_rng(0)
     calls = [(rng.normal(size=(b, X)).astype(np.float32), rng.normal(size=(b, D)).astype(np.float32) / 4)
              for b in (4, 4, 3, 4, 4, 2)]
     if cls is TransferCompound:
-        assert transfer._chunkable(cell, transfer.transfer_periods(cell, 4, D, X), 4)
+        assert transfer._chunk_rule(cell, transfer.transfer_periods(cell, 4, D, X), 4, FP) == "aligned"
 
     def run():
         state = _prepared(cell)
@@ -492,6 +500,14 @@ def test_two_chunk_update_matches_per_vector_scan_exactly(cls, monkeypatch) -> N
     assert int(chunked.aux["cell"]["update_count"]) == int(scanned.aux["cell"]["update_count"]) == 21
     np.testing.assert_array_equal(np.asarray(chunked.aux["cell"]["slice_idx"]),
                                   np.asarray(scanned.aux["cell"]["slice_idx"]))
+    if cls in (ChoppedTransferCompound, DynamicTransferCompound):
+        assert transfer._chunk_rule(cell, transfer.transfer_periods(cell, 4, D, X), 4, FP) == "single"
+        for k in ("in_chopper", "out_chopper", "transfer_counter"):
+            np.testing.assert_array_equal(np.asarray(chunked.aux["cell"][k]), np.asarray(scanned.aux["cell"][k]))
+        for k in ("m_x", "m_d", "count_lr", "buffer"):
+            np.testing.assert_allclose(np.asarray(chunked.aux["cell"][k]), np.asarray(scanned.aux["cell"][k]),
+                                       rtol=1e-5, atol=1e-6)
+        assert int(chunked.aux["cell"]["transfer_counter"]) >= 1
 
 
 def test_two_chunk_update_has_the_per_vector_distribution(monkeypatch) -> None:

@@ -6,10 +6,11 @@ Device 0 (``A``, fast) receives the gradient updates; transfers move what it lea
 per vector ``v`` the gradient step on ``A`` (the single-device kernel with batch 1 and the mean
 granularity of all sub-devices), then the vector counter ``c`` advances and device ``j``
 transfers to ``j + 1`` when ``c mod every_j == 0`` (``every_j = ceil(te_j·batch)`` with
-``units_in_mbatch``, else ``round(te_j)``). When every period is a multiple of the batch and the
-fast lr is constant (Tiki-Taka presets: ``units_in_mbatch``, ``transfer_every = 1``), all transfers
-of a call fall after one vector, and ``A`` is updated in two kernel calls around it instead of one
-per vector (:func:`_update_in_two_chunks`; same distribution, other random draws).
+``units_in_mbatch``, else ``round(te_j)``). When all transfers of a call can only follow one vector
+(every period a multiple of the batch, as with ``units_in_mbatch`` and ``transfer_every = 1``, or
+one period of at least the batch, as in the c-TTv2/AGAD presets), ``A`` is updated in two kernel
+calls around that vector instead of one per vector (:func:`_chunk_rule`,
+:func:`_update_in_two_chunks`; same distribution, other random draws).
 
 Transfer reads go through ``transfer_forward`` with noise and bound management forced off
 (forward passes with one-hot inputs for columns, backward passes for rows); writes are pulsed
@@ -327,34 +328,83 @@ def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: s
 
     x = jnp.asarray(x, jnp.float32)
     d = jnp.asarray(d, jnp.float32)
-    if _chunkable(cell, periods, batch):
-        return _update_in_two_chunks(state, x, d, lr, k_fast, k_tr, periods, backend)
+    rule = _chunk_rule(cell, periods, batch, up)
+    if rule is not None:
+        return _update_in_two_chunks(state, x, d, lr, k_fast, k_tr, periods, rule, backend)
     (device, aux), _ = jax.lax.scan(step, (state.device, c.cell_aux(state)), (x, d, jnp.arange(batch)))
     state = c.with_cell_aux(state.replace(device=device), aux)
     return state.replace(weights=reduce(state).astype(state.weights.dtype))
 
 
-def _chunkable(cell: Any, periods: tuple[int, ...], batch: int) -> bool:
-    """Whether a batch can be applied to ``A`` in two kernel calls instead of one per vector.
+def _chunk_rule(cell: Any, periods: tuple[int, ...], batch: int, update: Any) -> str | None:
+    """How a batch can update ``A`` in two kernel calls instead of one per vector, or None.
 
-    Needs a fast lr that does not change from vector to vector (no chopper / auto-scale kinds)
-    and transfer periods that are multiples of the batch (e.g. ``units_in_mbatch`` with an integer
-    ``transfer_every``): then every transfer of the batch falls after the same vector.
+    Two calls suffice when at most one vector of the batch is followed by transfers: ``"aligned"``
+    when every period is a multiple of the batch (e.g. ``units_in_mbatch`` with an integer
+    ``transfer_every``: the transfers follow the vector after which the counter is a multiple of
+    the batch), ``"single"`` when one source device transfers with a period of at least the batch.
+    A fast lr that changes from vector to vector (chopped kinds with ``auto_scale``) is folded
+    into ``d``, which leaves the pulse probabilities unchanged only with update and BL management
+    (``lr·max|x|·max|d|`` is what they see) or for exact updates; otherwise None.
     """
     active = [p for p in periods if p > 0]
-    return batch > 1 and not c.chopped(cell) and bool(active) and all(p % batch == 0 for p in active)
+    if batch <= 1 or not active:
+        return None
+    if _varying_fast_lr(cell) and not (c.is_fp_update(update) or (
+            update.effective_update_management and update.update_bl_management)):
+        return None
+    if all(p % batch == 0 for p in active):
+        return "aligned"
+    if len(active) == 1 and active[0] >= batch:
+        return "single"
+    return None
+
+
+def _varying_fast_lr(cell: Any) -> bool:
+    return c.chopped(cell) and cell.auto_scale and cell.fast_lr > 0
+
+
+def _per_vector_fast_lr(cell: Any, aux: dict[str, Any], x: Array, d: Array, lr: Array, up: Any,
+                        dw_a: float) -> tuple[Array, dict[str, Any]]:
+    """The fast lr of every vector, ``(batch,)``, and the auto-scale estimates after the batch.
+
+    The same per-vector recurrence as the scan in :func:`update` (estimates first, then the lr),
+    on scalars only.
+    """
+    batch = x.shape[0]
+    aux = dict(aux)
+    base = _base_fast_lr(cell, lr)
+    if not (c.chopped(cell) and cell.auto_scale):
+        return jnp.broadcast_to(base, (batch,)), aux
+    tau = (1.0 - float(cell.auto_momentum)) / batch
+
+    def estimate(carry, xd):
+        m_x = _update_auto_scale(carry[0], jnp.max(jnp.abs(xd[0])), tau)
+        m_d = _update_auto_scale(carry[1], jnp.max(jnp.abs(xd[1])), tau)
+        return (m_x, m_d), (m_x, m_d)
+
+    (aux["m_x"], aux["m_d"]), (m_x, m_d) = jax.lax.scan(estimate, (aux["m_x"], aux["m_d"]), (x, d))
+    if cell.fast_lr <= 0:
+        return jnp.broadcast_to(base, (batch,)), aux
+    scale = jnp.where((m_x > 0) & (m_d > 0), m_x * m_d, 1.0)
+    count_lr = np.float32(cell.fast_lr * up.desired_bl * dw_a) / scale
+    if cell.scale_fast_lr:
+        count_lr = count_lr * lr
+    return count_lr, aux
 
 
 def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fast: Array, k_tr: Array,
-                          periods: tuple[int, ...], backend: str | None) -> TileState:
+                          periods: tuple[int, ...], rule: str, backend: str | None) -> TileState:
     """The batch in two ``A`` updates around its transfer point (aihwkit's CUDA chunking, spec §3.0).
 
-    With every period a multiple of the batch, a transfer can only follow the vector ``v*`` after
-    which the vector counter is a multiple of the batch, ``v* = batch − 1 − (count mod batch)``.
-    Vectors ``0..v*`` update ``A`` in one kernel call (the others enter with ``d = 0``, which makes
-    no pulses), the transfers due at ``v*`` run, then vectors ``v*+1..`` in a second call. Each
-    vector's pulses are applied in order as in the per-vector scan, with the same per-vector BL and
-    update management, so the result has the same distribution; the random draws differ (one key
+    ``v*`` is the one vector after which transfers can fire (:func:`_chunk_rule`): ``batch − 1 −
+    (count mod batch)`` ("aligned") or ``p − 1 − (count mod p)`` ("single", no transfer in this
+    batch when that is ``≥ batch``). Vectors ``0..v*`` update ``A`` in one kernel call (the
+    others enter with ``d = 0``, which makes no pulses), the transfers due after ``v*`` run, then
+    vectors ``v*+1..`` in a second call with the choppers as the transfers left them. A fast lr
+    that varies per vector is applied as ``d_v·lr_v/lr_ref`` with one ``lr_ref`` per call. Each
+    vector's pulses are applied in order with the per-vector BL and update management of the
+    per-vector scan, so the result has the same distribution; the random draws differ (one key
     per call instead of per vector), and write noise is drawn once per call for the elements the
     call pulsed, as aihwkit's CUDA tile does per batch (its CPU tile draws it per vector).
     """
@@ -363,22 +413,40 @@ def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fas
     batch = x.shape[0]
     up = state.rpu_config.update
     g = c.granularity(cell)
+    chop = c.chopped(cell)
     drift, bias = state.drift, state.bias
-    count_lr = _base_fast_lr(cell, lr)
     k_first, k_second = jax.random.split(k_fast)
     aux = dict(c.cell_aux(state))
     count0 = aux["update_count"]
-    v_star = (batch - 1 - count0 % batch).astype(jnp.int32)
+    lr_v, aux = _per_vector_fast_lr(cell, aux, x, d, lr, up, c.granularity(cfgs[0]))
+    if _varying_fast_lr(cell):
+        lr_ref = lr_v[jnp.argmax(jnp.abs(lr_v))]
+        d = d * jnp.where(lr_ref != 0, lr_v / jnp.where(lr_ref != 0, lr_ref, 1.0), 0.0)[:, None]
+    else:
+        lr_ref = lr_v[0]
+    if rule == "aligned":
+        v_star = (batch - 1 - count0 % batch).astype(jnp.int32)
+    else:
+        period = max(periods)
+        v_star = (period - 1 - count0 % period).astype(jnp.int32)
+    in_batch = v_star < batch
     first = (jnp.arange(batch) <= v_star)[:, None]
+    count_lr = lr_v[jnp.minimum(v_star, batch - 1)]
 
-    def update_a(device, d_part, key):
+    def update_a(device, aux, d_part, key):
+        xs, ds = x, d_part
+        if chop:
+            c_d, c_x = _chop_signs(cell, aux)
+            xs, ds = x * c_x, d_part * c_d
         sub0 = c.sub_state(device, drift, cfgs, 0, bias)
-        sub0 = c.sub_update(sub0, up, x, d_part, count_lr, key, g, backend)
+        sub0 = c.sub_update(sub0, up, xs, ds, lr_ref, key, g, backend)
         return c.restack(device, drift, cfgs, [sub0], at=[0])[0]
 
-    device = update_a(state.device, jnp.where(first, d, 0.0), k_first)
+    device = update_a(state.device, aux, jnp.where(first, d, 0.0), k_first)
     count = count0 + v_star + 1
     aux["update_count"] = count
+    if chop:
+        aux["count_lr"] = count_lr
     for j, period in enumerate(periods[:-1]):
         if period <= 0:
             continue
@@ -386,9 +454,11 @@ def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fas
         k_ev = jax.random.fold_in(jax.random.fold_in(k_tr, v_star), j)
         event = functools.partial(_transfer_event, cell=cell, cfgs=cfgs, j=j, lr=lr, count_lr=count_lr,
                                   key=k_ev, drift=drift, bias=bias, backend=backend)
-        device, aux = jax.lax.cond(count % period == 0, event, lambda ops: ops, (device, aux))
-    device = update_a(device, jnp.where(first, 0.0, d), k_second)
+        device, aux = jax.lax.cond(in_batch & (count % period == 0), event, lambda ops: ops, (device, aux))
+    device = update_a(device, aux, jnp.where(first, 0.0, d), k_second)
     aux["update_count"] = count0 + batch
+    if chop:
+        aux["count_lr"] = lr_v[-1]
     state = c.with_cell_aux(state.replace(device=device), aux)
     return state.replace(weights=reduce(state).astype(state.weights.dtype))
 
