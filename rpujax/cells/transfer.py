@@ -250,6 +250,29 @@ def _base_fast_lr(cell: Any, lr: Array) -> Array:
     return lr
 
 
+def _auto_scaled_lr(cell: Any, m_x: Array, m_d: Array, lr: Array, up: Any, dw_a: float) -> Array:
+    """The fast lr of the chopped kinds with ``auto_scale`` and ``fast_lr > 0`` from the running
+    estimates of ``max|x|`` and ``max|d|`` (scalars, or one per vector)."""
+    scale = jnp.where((m_x > 0) & (m_d > 0), m_x * m_d, 1.0)
+    count_lr = np.float32(cell.fast_lr * up.desired_bl * dw_a) / scale
+    return count_lr * lr if cell.scale_fast_lr else count_lr
+
+
+def _transfers_after(device: dict[str, Array], aux: dict[str, Any], count: Array, v: Array, fire: Any, *,
+                     cell: Any, cfgs: Any, periods: tuple[int, ...], lr: Array, count_lr: Array, k_tr: Array,
+                     drift: dict[str, Array], bias: bool, backend: str | None) -> tuple[dict[str, Array], dict[str, Any]]:
+    """The transfers due after vector ``v`` (vector counter now ``count``): device ``j`` moves to
+    ``j + 1`` where ``fire`` and ``count mod period_j == 0``, with key ``fold_in(k_tr, v, j)``."""
+    for j, period in enumerate(periods[:-1]):
+        if period <= 0:
+            continue
+        k_ev = jax.random.fold_in(jax.random.fold_in(k_tr, v), j)
+        event = functools.partial(_transfer_event, cell=cell, cfgs=cfgs, j=j, lr=lr, count_lr=count_lr,
+                                  key=k_ev, drift=drift, bias=bias, backend=backend)
+        device, aux = jax.lax.cond(fire & (count % period == 0), event, lambda ops: ops, (device, aux))
+    return device, aux
+
+
 def _update_auto_scale(m: Array, new: Array, tau: float) -> Array:
     """aihwkit ``updateAutoScale``: the first value initialises, non-positive values are skipped."""
     ema = (1.0 - tau) * m + tau * new
@@ -280,7 +303,6 @@ def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: s
     """One update call: scanned over the vectors of the batch, or in two chunks (module docstring)."""
     cell = state.rpu_config.device
     cfgs = c.sub_configs(cell)
-    n = len(cfgs)
     batch = x.shape[0]
     d_size, x_size = state.weights.shape
     periods = transfer_periods(cell, batch, d_size, x_size)
@@ -301,12 +323,10 @@ def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: s
         if chop and cell.auto_scale:
             aux["m_x"] = _update_auto_scale(aux["m_x"], jnp.max(jnp.abs(xv)), tau)
             aux["m_d"] = _update_auto_scale(aux["m_d"], jnp.max(jnp.abs(dv)), tau)
-        count_lr = _base_fast_lr(cell, lr)
-        if chop and cell.auto_scale and cell.fast_lr > 0:
-            scale = jnp.where((aux["m_x"] > 0) & (aux["m_d"] > 0), aux["m_x"] * aux["m_d"], 1.0)
-            count_lr = np.float32(cell.fast_lr * up.desired_bl * dw_a) / scale
-            if cell.scale_fast_lr:
-                count_lr = count_lr * lr
+        if _varying_fast_lr(cell):
+            count_lr = _auto_scaled_lr(cell, aux["m_x"], aux["m_d"], lr, up, dw_a)
+        else:
+            count_lr = _base_fast_lr(cell, lr)
         if chop:
             aux["count_lr"] = count_lr
             c_d, c_x = _chop_signs(cell, aux)
@@ -317,13 +337,8 @@ def update(state: TileState, x: Array, d: Array, lr: Any, key: Array, backend: s
         device, _ = c.restack(device, drift, cfgs, [sub0], at=[0])
         count = aux["update_count"] + 1
         aux["update_count"] = count
-        for j in range(n - 1):
-            if periods[j] <= 0:
-                continue
-            k_ev = jax.random.fold_in(jax.random.fold_in(k_tr, v), j)
-            event = functools.partial(_transfer_event, cell=cell, cfgs=cfgs, j=j, lr=lr, count_lr=count_lr,
-                                      key=k_ev, drift=drift, bias=bias, backend=backend)
-            device, aux = jax.lax.cond(count % periods[j] == 0, event, lambda ops: ops, (device, aux))
+        device, aux = _transfers_after(device, aux, count, v, True, cell=cell, cfgs=cfgs, periods=periods, lr=lr,
+                                       count_lr=count_lr, k_tr=k_tr, drift=drift, bias=bias, backend=backend)
         return (device, aux), None
 
     x = jnp.asarray(x, jnp.float32)
@@ -386,11 +401,7 @@ def _per_vector_fast_lr(cell: Any, aux: dict[str, Any], x: Array, d: Array, lr: 
     (aux["m_x"], aux["m_d"]), (m_x, m_d) = jax.lax.scan(estimate, (aux["m_x"], aux["m_d"]), (x, d))
     if cell.fast_lr <= 0:
         return jnp.broadcast_to(base, (batch,)), aux
-    scale = jnp.where((m_x > 0) & (m_d > 0), m_x * m_d, 1.0)
-    count_lr = np.float32(cell.fast_lr * up.desired_bl * dw_a) / scale
-    if cell.scale_fast_lr:
-        count_lr = count_lr * lr
-    return count_lr, aux
+    return _auto_scaled_lr(cell, m_x, m_d, lr, up, dw_a), aux
 
 
 def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fast: Array, k_tr: Array,
@@ -447,14 +458,9 @@ def _update_in_two_chunks(state: TileState, x: Array, d: Array, lr: Array, k_fas
     aux["update_count"] = count
     if chop:
         aux["count_lr"] = count_lr
-    for j, period in enumerate(periods[:-1]):
-        if period <= 0:
-            continue
-        # the per-vector scan's key for a transfer after vector v*
-        k_ev = jax.random.fold_in(jax.random.fold_in(k_tr, v_star), j)
-        event = functools.partial(_transfer_event, cell=cell, cfgs=cfgs, j=j, lr=lr, count_lr=count_lr,
-                                  key=k_ev, drift=drift, bias=bias, backend=backend)
-        device, aux = jax.lax.cond(in_batch & (count % period == 0), event, lambda ops: ops, (device, aux))
+    # the same transfers (and keys) as the per-vector scan after vector v*
+    device, aux = _transfers_after(device, aux, count, v_star, in_batch, cell=cell, cfgs=cfgs, periods=periods,
+                                   lr=lr, count_lr=count_lr, k_tr=k_tr, drift=drift, bias=bias, backend=backend)
     device = update_a(device, aux, jnp.where(first, 0.0, d), k_second)
     aux["update_count"] = count0 + batch
     if chop:
