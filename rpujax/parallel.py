@@ -28,7 +28,6 @@ The same code runs on many processes after ``jax.distributed.initialize`` (see
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -176,8 +175,10 @@ def row_sharded_update(
     """
     from rpujax.cells import is_compound  # noqa: PLC0415
     from rpujax.configs.update import PulseType  # noqa: PLC0415
-    from rpujax.devices import kernel_layout, uses_persistent_weights, weight_granularity  # noqa: PLC0415
-    from rpujax.pulsed import _backend_module, _is_fp_device, probabilities, resolve_backend  # noqa: PLC0415
+    from rpujax.devices import weight_granularity  # noqa: PLC0415
+    from rpujax.pulsed import (  # noqa: PLC0415
+        _backend_module, _is_fp_device, kernel_operands, probabilities, pulse_inputs, resolve_backend,
+    )
     from rpujax.tile.update import _flatten  # noqa: PLC0415
 
     axis = axis or mesh.axis_names[0]
@@ -206,16 +207,10 @@ def row_sharded_update(
 
     device = dict(state.device)
     persistent = device.get("persistent_weights")
-    if uses_persistent_weights(cfg.device) and persistent is None:
-        raise ValueError("row_sharded_update: the device has write noise but the state has no persistent weights")
-    kind, names, scalars = kernel_layout(cfg.device)
-    g = weight_granularity(cfg.device)
-    key_data = probabilities.key_to_data(key)
-    bl_max = probabilities.bl_bound(cfg.update, lr, g)
+    kind, scalars, params = kernel_operands(cfg.device, device, persistent, "row_sharded_update")
     # global: max |d| over all rows enters BL, A, B and update management
-    bl, px, pd = probabilities.pulse_inputs(cfg.update, x2.astype(jnp.float32), d2.astype(jnp.float32), lr,
-                                            key_data, g)
-    params = jnp.stack([jnp.asarray(device[nm], jnp.float32) for nm in names])
+    bl, px, pd, key_data, bl_max = pulse_inputs(cfg.update, x2.astype(jnp.float32), d2.astype(jnp.float32), lr,
+                                                key, weight_granularity(cfg.device))
     mode = probabilities.pulse_mode(cfg.update.pulse_type)
     local_rows = d_size // n
 
@@ -223,7 +218,7 @@ def row_sharded_update(
         offset = jax.lax.axis_index(axis).astype(jnp.int32) * local_rows
         w_new, p_new = module.apply_pulses(
             w, None if p.ndim < 2 else p, prm, px, pd, bl, kd,
-            kind=kind, scalars=tuple(scalars), mode=mode, bl_max=bl_max, row_offset=offset,
+            kind=kind, scalars=scalars, mode=mode, bl_max=bl_max, row_offset=offset,
         )
         return w_new, (p if p_new is None else p_new)
 

@@ -253,17 +253,6 @@ def is_fp_update(update: UpdateParameters) -> bool:
     return update.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE)
 
 
-def pulse_inputs(update: UpdateParameters, x: Array, d: Array, lr: Any, key: Array, g: float
-                 ) -> tuple[Array, Array, Array, Array, int]:
-    """``(bl, px, pd, key_data, bl_max)`` of an update call with granularity ``g`` (spec §3.3–§3.6)."""
-    from rpujax.pulsed import probabilities
-
-    key_data = probabilities.key_to_data(key)
-    bl_max = probabilities.bl_bound(update, lr, g)
-    bl, px, pd = probabilities.pulse_inputs(update, x, d, lr, key_data, g)
-    return bl, px, pd, key_data, bl_max
-
-
 def apply_inputs(sub: TileState, update: UpdateParameters, bl: Array, px: Array, pd: Array,
                  key_data: Array, bl_max: int, backend: str, *, mode: int | None = None) -> TileState:
     """Apply prepared pulse inputs to a single-device tile with the single-device kernel.
@@ -273,19 +262,16 @@ def apply_inputs(sub: TileState, update: UpdateParameters, bl: Array, px: Array,
     (same key) or receive sign-masked copies of them.
     """
     from rpujax import pulsed
-    from rpujax.devices import kernel_layout
     from rpujax.pulsed import probabilities
 
-    cfg = sub.rpu_config.device
-    kind, names, scalars = kernel_layout(cfg)
-    params = jnp.stack([jnp.asarray(sub.device[n], jnp.float32) for n in names])
-    module = pulsed._backend_module(backend)  # noqa: SLF001 - the single-device kernel, shared on purpose
     persistent = sub.device.get("persistent_weights")
+    kind, scalars, params = pulsed.kernel_operands(sub.rpu_config.device, sub.device, persistent, "update")
+    module = pulsed._backend_module(backend)  # noqa: SLF001 - the single-device kernel, shared on purpose
     w_new, p_new = module.apply_pulses(
         sub.weights.astype(jnp.float32),
         None if persistent is None else persistent.astype(jnp.float32),
         params, px, pd, bl, key_data,
-        kind=kind, scalars=tuple(scalars),
+        kind=kind, scalars=scalars,
         mode=probabilities.pulse_mode(update.pulse_type) if mode is None else mode,
         bl_max=bl_max,
     )
@@ -303,7 +289,7 @@ def sub_update(sub: TileState, update: UpdateParameters, x: Array, d: Array, lr:
     :func:`rpujax.pulsed.pulsed_update`; the pulsed types use ``g`` (the compound's or the
     target device's granularity, which the single-device entry point cannot take).
     """
-    from rpujax.pulsed import pulsed_update, resolve_backend
+    from rpujax.pulsed import pulse_inputs, pulsed_update, resolve_backend
 
     x = jnp.asarray(x, jnp.float32)
     d = jnp.asarray(d, jnp.float32)
@@ -333,7 +319,7 @@ def shared_bit_update(subs: Sequence[TileState], update: UpdateParameters, x: Ar
     Positions are applied in order, as aihwkit's CPU loop does. Deterministic pulse types share
     their counts anyway and only get per-device keys.
     """
-    from rpujax.pulsed import probabilities, resolve_backend
+    from rpujax.pulsed import probabilities, pulse_inputs, resolve_backend
 
     if len(subs) == 1 or is_fp_update(update):
         if is_fp_update(update):

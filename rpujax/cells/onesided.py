@@ -115,10 +115,10 @@ def _routed(sub_p: TileState, sub_m: TileState, up: Any, x: Array, d: Array, lr:
         sub_m = c.sub_update(sub_m, up, jnp.concatenate([pos(x), neg(x)]), jnp.concatenate([-pos(d), -neg(d)]),
                              lr, k2, g, backend)
         return sub_p, sub_m
-    from rpujax.pulsed import resolve_backend
+    from rpujax.pulsed import pulse_inputs, resolve_backend
 
     name = resolve_backend(backend, up)
-    bl, px, pd, key_data, bl_max = c.pulse_inputs(up, x, d, lr, key, g)
+    bl, px, pd, key_data, bl_max = pulse_inputs(up, x, d, lr, key, g)
     # (sign px)·(sign pd) < 0 is an up pulse in the kernel (W ← W − lr d xᵀ).
     sub_p = c.apply_inputs(sub_p, up, bl, pos(px), neg(pd), key_data, bl_max, name)
     sub_p = c.apply_inputs(sub_p, up, bl, neg(px), pos(pd), key_data, bl_max, name)

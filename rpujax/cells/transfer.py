@@ -260,7 +260,8 @@ def _auto_scaled_lr(cell: Any, m_x: Array, m_d: Array, lr: Array, up: Any, dw_a:
 
 def _transfers_after(device: dict[str, Array], aux: dict[str, Any], count: Array, v: Array, fire: Any, *,
                      cell: Any, cfgs: Any, periods: tuple[int, ...], lr: Array, count_lr: Array, k_tr: Array,
-                     drift: dict[str, Array], bias: bool, backend: str | None) -> tuple[dict[str, Array], dict[str, Any]]:
+                     drift: dict[str, Array], bias: bool, backend: str | None
+                     ) -> tuple[dict[str, Array], dict[str, Any]]:
     """The transfers due after vector ``v`` (vector counter now ``count``): device ``j`` moves to
     ``j + 1`` where ``fire`` and ``count mod period_j == 0``, with key ``fold_in(k_tr, v, j)``."""
     for j, period in enumerate(periods[:-1]):

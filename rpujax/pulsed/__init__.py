@@ -162,34 +162,59 @@ def _none_with_device(
     return weights, persistent
 
 
-def _pulsed(
-    weights: Array, persistent: Array | None, device_params: dict[str, Array], device_cfg: Any,
-    update: UpdateParameters, x: Array, d: Array, lr: Any, key_data: Array, backend: str,
-) -> tuple[Array, Array | None]:
-    from rpujax.devices import kernel_layout, uses_persistent_weights, weight_granularity  # noqa: PLC0415
+def pulse_inputs(update: UpdateParameters, x: Array, d: Array, lr: Any, key: Array, g: float
+                 ) -> tuple[Array, Array, Array, Array, int]:
+    """``(bl, px, pd, key_data, bl_max)`` of one update call with weight granularity ``g``.
+
+    The per-sample pulse inputs both backends consume (spec §3.3–§3.6, ``ffi/README.md`` §4):
+    BL, the signed x and d probabilities, the key words, and the static bound of BL.
+    """
+    key_data = probabilities.key_to_data(key)
+    bl_max = probabilities.bl_bound(update, lr, g)
+    bl, px, pd = probabilities.pulse_inputs(update, x, d, lr, key_data, g)
+    return bl, px, pd, key_data, bl_max
+
+
+def kernel_operands(device_cfg: Any, device_params: dict[str, Array], persistent: Array | None, who: str
+                    ) -> tuple[int, tuple[float, ...], Array]:
+    """``(kind, scalars, params)`` of a pulsed device for the kernels: its kind, its tile-wide
+    scalars and the stacked ``(P, D, X)`` per-cross-point parameters (float32).
+
+    Raises ValueError (prefixed with ``who``) when the device has write noise but no persistent
+    weights are given, or when ``device_params`` lacks one of the kind's parameters.
+    """
+    from rpujax.devices import kernel_layout, uses_persistent_weights  # noqa: PLC0415
 
     if uses_persistent_weights(device_cfg) and persistent is None:
         raise ValueError(
-            f"pulsed_update: {type(device_cfg).__name__} has write noise (write_noise_std > 0), so the "
+            f"{who}: {type(device_cfg).__name__} has write noise (write_noise_std > 0), so the "
             "persistent weights must be passed (TileState.device['persistent_weights'])"
         )
     kind, names, scalars = kernel_layout(device_cfg)
     missing = [n for n in names if n not in device_params]
     if missing:
         raise ValueError(
-            f"pulsed_update: device parameters {missing} missing for {type(device_cfg).__name__} "
+            f"{who}: device parameters {missing} missing for {type(device_cfg).__name__} "
             f"(have {sorted(device_params)})"
         )
-    g = weight_granularity(device_cfg)
-    bl_max = probabilities.bl_bound(update, lr, g)
-    bl, px, pd = probabilities.pulse_inputs(update, x, d, lr, key_data, g)
     params = jnp.stack([jnp.asarray(device_params[n], jnp.float32) for n in names])
+    return kind, tuple(scalars), params
+
+
+def _pulsed(
+    weights: Array, persistent: Array | None, device_params: dict[str, Array], device_cfg: Any,
+    update: UpdateParameters, x: Array, d: Array, lr: Any, key: Array, backend: str,
+) -> tuple[Array, Array | None]:
+    from rpujax.devices import weight_granularity  # noqa: PLC0415
+
+    kind, scalars, params = kernel_operands(device_cfg, device_params, persistent, "pulsed_update")
+    bl, px, pd, key_data, bl_max = pulse_inputs(update, x, d, lr, key, weight_granularity(device_cfg))
     module = _backend_module(backend)
     w32 = weights.astype(jnp.float32)
     p32 = None if persistent is None else persistent.astype(jnp.float32)
     w_new, p_new = module.apply_pulses(
         w32, p32, params, px, pd, bl, key_data,
-        kind=kind, scalars=tuple(scalars), mode=probabilities.pulse_mode(update.pulse_type), bl_max=bl_max,
+        kind=kind, scalars=scalars, mode=probabilities.pulse_mode(update.pulse_type), bl_max=bl_max,
     )
     w_new = w_new.astype(weights.dtype)
     if persistent is not None:
@@ -263,10 +288,8 @@ def pulsed_update(
             return _fp_update(weights, x32, d32, lr_arr), persistent
         if pulse_type == PulseType.NONE_WITH_DEVICE:
             return _none_with_device(weights, persistent, device_params, device_cfg, x32, d32, lr_arr, key)
-        key_data = probabilities.key_to_data(key)
         lr_in = lr_concrete if lr_concrete is not None else lr_arr
-        return _pulsed(weights, persistent, device_params, device_cfg, update_cfg, x32, d32, lr_in, key_data,
-                       backend_name)
+        return _pulsed(weights, persistent, device_params, device_cfg, update_cfg, x32, d32, lr_in, key, backend_name)
 
     if lr_concrete is not None:
         return run(None)
